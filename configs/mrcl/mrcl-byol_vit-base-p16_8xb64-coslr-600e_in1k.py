@@ -1,0 +1,10 @@
+# MR-BYOL on ImageNet (not in Table 1): the paper's best STL-10 weights, alpha=lambda=0.01.
+# ViT-B/16, r=0.2 random masking, 8 GPUs x 64 images, AdamW, 600 epochs, AMP.
+_base_ = [
+    '../_base_/models/mrcl-byol_vit-base-p16.py',
+    '../_base_/datasets/imagenet_bs64_mrcl.py',
+    '../_base_/schedules/adamw_coslr-600e_in1k.py',
+    '../_base_/default_runtime.py',
+]
+
+model = dict(rec_head=dict(alpha=0.01, lambd=0.01))

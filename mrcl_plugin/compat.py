@@ -1,0 +1,76 @@
+"""Compatibility fixes for the 2023-era OpenMMLab stack on today's torch.
+
+Each fix is narrow, names the error it fixes, and has a test in
+``tests/test_compat.py`` that fails without it. :func:`apply` is idempotent
+and runs when ``mrcl_plugin`` is imported (configs do it through
+``custom_imports``).
+
+Fixes that need no code live elsewhere:
+
+- numpy 2 breaks mmcv 2.1 (``adjust_hue`` overflows, ``np.in1d`` is gone):
+  pinned to numpy 1.26 in requirements/openmmlab.txt.
+- mmseg imports ftfy and regex without declaring them: installed by
+  tools/setup.sh.
+- ``mmpretrain::`` config inheritance adds ``_scope_`` to a base's
+  ``collate_fn`` dict, which then reaches ``default_collate`` as a keyword
+  ("default_collate() got an unexpected keyword argument '_scope_'"): a config
+  that inherits one overrides it with ``collate_fn=dict(_delete_=True,
+  type='default_collate')`` (see configs/_base_/datasets/).
+"""
+import functools
+import os.path as osp
+from unittest import mock
+
+import torch
+
+_APPLIED = False
+
+
+def load_trusted_local_checkpoint(filename, map_location=None):
+    """mmengine's local-file checkpoint loader, with ``weights_only=False``.
+
+    torch>=2.6 loads with ``weights_only=True``, and mmengine 0.10.7's own
+    checkpoints (they pickle its ``HistoryBuffer`` and numpy scalars in
+    ``message_hub``) then fail to load or resume: "Weights only load failed
+    ... Unsupported global: GLOBAL mmengine.logging.history_buffer.
+    HistoryBuffer". The files this loader reads are the ones a user names
+    (``load_from``, ``resume``, ``init_cfg``), trusted as they were before
+    torch 2.6; every other ``torch.load`` keeps torch's safe default.
+    """
+    filename = osp.expanduser(filename)
+    if not osp.isfile(filename):
+        raise FileNotFoundError(f'{filename} can not be found.')
+    return torch.load(filename, map_location=map_location, weights_only=False)
+
+
+def _cpu_safe_init_dist_pytorch(init_dist_pytorch):
+    """mmengine's ``_init_dist_pytorch`` calls ``torch.cuda.set_device`` even
+    when the job runs on the CPU (gloo), which fails on a machine without a
+    GPU ("Found no NVIDIA driver on your system" / "Torch not compiled with
+    CUDA enabled"). Without a GPU, skip that call and nothing else."""
+
+    @functools.wraps(init_dist_pytorch)
+    def wrapper(*args, **kwargs):
+        if torch.cuda.is_available():
+            return init_dist_pytorch(*args, **kwargs)
+        with mock.patch.object(torch.cuda, 'set_device', lambda device: None):
+            return init_dist_pytorch(*args, **kwargs)
+
+    wrapper.__mrcl_compat__ = True
+    return wrapper
+
+
+def apply() -> None:
+    """Apply every fix once."""
+    global _APPLIED
+    if _APPLIED:
+        return
+    from mmengine.dist import utils as dist_utils
+    from mmengine.runner.checkpoint import CheckpointLoader
+
+    CheckpointLoader.register_scheme(
+        prefixes='', loader=load_trusted_local_checkpoint, force=True)
+    if not getattr(dist_utils._init_dist_pytorch, '__mrcl_compat__', False):
+        dist_utils._init_dist_pytorch = _cpu_safe_init_dist_pytorch(
+            dist_utils._init_dist_pytorch)
+    _APPLIED = True

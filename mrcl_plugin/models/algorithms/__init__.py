@@ -1,0 +1,3 @@
+from .mrcl import MRCL
+
+__all__ = ['MRCL']

@@ -1,0 +1,3 @@
+from .mrcl_vit import MRCLViT
+
+__all__ = ['MRCLViT']

@@ -1,0 +1,3 @@
+from .reconstruction_head import MRCLReconstructionHead
+
+__all__ = ['MRCLReconstructionHead']

@@ -1,0 +1,7 @@
+from .mask_generators import (BlockMaskGenerator, GridMaskGenerator,
+                              RandomMaskGenerator, num_masked)
+
+__all__ = [
+    'RandomMaskGenerator', 'BlockMaskGenerator', 'GridMaskGenerator',
+    'num_masked'
+]
