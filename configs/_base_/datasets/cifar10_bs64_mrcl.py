@@ -48,5 +48,4 @@ train_dataloader = dict(
         data_root=data_root,
         ann_file='meta/train.txt',
         data_prefix='train',
-        with_label=False,
         pipeline=train_pipeline))

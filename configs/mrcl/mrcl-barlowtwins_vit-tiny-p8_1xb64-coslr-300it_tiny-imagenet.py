@@ -1,0 +1,13 @@
+# MR-BarlowTwins on the real Tiny-ImageNet sample (10 classes): the
+# ViT-Tiny-size encoder on 64 px images in 8 px patches (64 tokens).
+_base_ = [
+    '../_base_/models/mrcl-barlowtwins_vit-tiny.py',
+    '../_base_/datasets/tiny-imagenet_bs64_mrcl.py',
+    '../_base_/cpu_runtime.py',
+    '../_base_/schedules/adamw_coslr-300it.py',
+]
+
+model = dict(
+    backbone=dict(img_size=64, patch_size=8),
+    decoder=dict(patch_size=8),
+    rec_head=dict(patch_size=8))
