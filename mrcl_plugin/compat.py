@@ -26,7 +26,7 @@ import torch
 _APPLIED = False
 
 
-def load_trusted_local_checkpoint(filename, map_location=None):
+def load_from_trusted_local(filename, map_location=None):
     """mmengine's local-file checkpoint loader, with ``weights_only=False``.
 
     torch>=2.6 loads with ``weights_only=True``, and mmengine 0.10.7's own
@@ -69,7 +69,7 @@ def apply() -> None:
     from mmengine.runner.checkpoint import CheckpointLoader
 
     CheckpointLoader.register_scheme(
-        prefixes='', loader=load_trusted_local_checkpoint, force=True)
+        prefixes='', loader=load_from_trusted_local, force=True)
     if not getattr(dist_utils._init_dist_pytorch, '__mrcl_compat__', False):
         dist_utils._init_dist_pytorch = _cpu_safe_init_dist_pytorch(
             dist_utils._init_dist_pytorch)

@@ -33,16 +33,16 @@ class MRCLViT(MAEViT):
                  **kwargs) -> None:
         if not 0 <= mask_ratio < 1:
             raise ValueError(
-                f'backbone.mask_ratio must be in [0, 1), got {mask_ratio}')
+                f'model.backbone.mask_ratio must be in [0, 1), got {mask_ratio}')
         sizes = img_size if isinstance(img_size, (tuple, list)) else (
             img_size, img_size)
         if any(s % patch_size for s in sizes):
             raise ValueError(
-                f'backbone.img_size {img_size} must be divisible by '
-                f'backbone.patch_size {patch_size}')
+                f'model.backbone.img_size {img_size} must be divisible by '
+                f'model.backbone.patch_size {patch_size}')
         if mask_generator.get('type') not in MASK_GENERATORS:
             raise ValueError(
-                f'backbone.mask_generator.type must be one of '
+                f'model.backbone.mask_generator.type must be one of '
                 f'{MASK_GENERATORS}, got {mask_generator.get("type")!r}')
         super().__init__(
             img_size=img_size,

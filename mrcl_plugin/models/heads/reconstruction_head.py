@@ -33,7 +33,7 @@ class MRCLReconstructionHead(MAEPretrainHead):
         for key, value in (('alpha', alpha), ('lambd', lambd)):
             if value < 0:
                 raise ValueError(
-                    f'rec_head.{key} must be >= 0, got {value}')
+                    f'model.rec_head.{key} must be >= 0, got {value}')
         super().__init__(
             loss=loss,
             norm_pix=norm_pix,

@@ -1,0 +1,133 @@
+"""Small builders shared by the MRCL tests: real CIFAR-10 views and tiny
+models (ViT width 64, 32 px images in 4 px patches, 64 patches)."""
+import copy
+from pathlib import Path
+
+import mmcv
+import numpy as np
+import torch
+from mmengine.model import revert_sync_batchnorm
+from mmengine.registry import init_default_scope
+
+import mrcl_plugin  # noqa: F401
+from mrcl_plugin.models.utils import num_masked  # noqa: F401
+
+DATA = Path(__file__).resolve().parents[2] / 'shared' / 'data'
+CIFAR = DATA / 'cls' / 'cifar10'
+MEAN = torch.tensor([125.307, 122.961, 113.8575]).view(1, 3, 1, 1)
+STD = torch.tensor([51.5865, 50.847, 51.255]).view(1, 3, 1, 1)
+
+ARCH = dict(embed_dims=64, num_layers=2, num_heads=4, feedforward_channels=128)
+LN = dict(type='LN', eps=1e-6)
+
+
+def cifar_images(n: int = 8, split: str = 'test') -> torch.Tensor:
+    """n real CIFAR-10 images, one class after another, (n, 3, 32, 32),
+    normalised as the configs do."""
+    classes = sorted(p.name for p in (CIFAR / split).iterdir())
+    imgs = []
+    for i in range(n):
+        path = CIFAR / split / classes[i % len(classes)] / f'{i // 10:04d}.jpg'
+        imgs.append(mmcv.imread(str(path), channel_order='rgb'))
+    x = torch.from_numpy(np.stack(imgs)).permute(0, 3, 1, 2).float()
+    return (x - MEAN) / STD
+
+
+def two_views(n: int = 8) -> list:
+    """Two different real views of n images: the image, and its mirror with
+    a brightness shift."""
+    x = cifar_images(n)
+    return [x, torch.flip(x, dims=[3]) * 0.9 + 0.1]
+
+
+def backbone_cfg(mask_ratio=0.2, **kw) -> dict:
+    cfg = dict(
+        type='MRCLViT',
+        arch=ARCH,
+        img_size=32,
+        patch_size=4,
+        mask_ratio=mask_ratio,
+        norm_cfg=LN)
+    cfg.update(kw)
+    return cfg
+
+
+def decoder_cfg(**kw) -> dict:
+    cfg = dict(
+        type='MAEPretrainDecoder',
+        num_patches=64,
+        patch_size=4,
+        in_chans=3,
+        embed_dim=64,
+        decoder_embed_dim=32,
+        decoder_depth=1,
+        decoder_num_heads=4,
+        mlp_ratio=2.)
+    cfg.update(kw)
+    return cfg
+
+
+def rec_head_cfg(alpha=1.0, lambd=1.0, **kw) -> dict:
+    cfg = dict(
+        type='MRCLReconstructionHead', alpha=alpha, lambd=lambd, patch_size=4)
+    cfg.update(kw)
+    return cfg
+
+
+NECK = dict(
+    type='NonLinearNeck',
+    in_channels=64,
+    hid_channels=128,
+    out_channels=128,
+    num_layers=2,
+    with_avg_pool=False,
+    norm_cfg=dict(type='BN1d'))
+PRED = dict(NECK, in_channels=128)
+HEADS = dict(
+    barlowtwins=dict(
+        type='LatentCrossCorrelationHead',
+        in_channels=128,
+        loss=dict(type='CrossCorrelationLoss')),
+    simclr=dict(
+        type='ContrastiveHead',
+        loss=dict(type='CrossEntropyLoss'),
+        temperature=0.1),
+    byol=dict(
+        type='LatentPredictHead',
+        loss=dict(type='CosineSimilarityLoss'),
+        predictor=PRED),
+    mocov3=dict(
+        type='MoCoV3Head',
+        predictor=PRED,
+        loss=dict(type='CrossEntropyLoss', loss_weight=0.4),
+        temperature=0.2),
+)
+
+
+def mrcl_cfg(variant='barlowtwins', mask_ratio=0.2, alpha=1.0, lambd=1.0,
+             reconstruction=True, **kw) -> dict:
+    cfg = dict(
+        type='MRCL',
+        variant=variant,
+        backbone=backbone_cfg(mask_ratio),
+        neck=copy.deepcopy(NECK),
+        head=copy.deepcopy(HEADS[variant]))
+    if reconstruction:
+        cfg.update(decoder=decoder_cfg(), rec_head=rec_head_cfg(alpha, lambd))
+    cfg.update(kw)
+    return cfg
+
+
+def build(cfg: dict):
+    """Build a model from the mmpretrain registry, initialised, SyncBN-free."""
+    from mmpretrain.registry import MODELS
+    init_default_scope('mmpretrain')
+    model = revert_sync_batchnorm(MODELS.build(copy.deepcopy(cfg)))
+    model.init_weights()
+    return model
+
+
+def set_max_iters(max_iters: int = 100) -> None:
+    """CosineEMA reads max_iters from the message hub, as in training."""
+    from mmengine.logging import MessageHub
+    MessageHub.get_current_instance().update_info('max_iters', max_iters)

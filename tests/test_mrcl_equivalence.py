@@ -1,0 +1,170 @@
+"""With r=0 and no reconstruction, each MRCL variant is mmpretrain's own
+algorithm; with no contrastive term and lambda=0, its reconstruction loss is
+MAE's. Same weights, same real images."""
+import copy
+
+import pytest
+import torch
+
+from mrcl_testing import (ARCH, HEADS, LN, NECK, build, decoder_cfg,
+                          mrcl_cfg, set_max_iters, two_views)
+
+MMPRETRAIN = dict(
+    barlowtwins='BarlowTwins', simclr='SimCLR', byol='BYOL', mocov3='MoCoV3')
+
+
+def plain_vit() -> dict:
+    return dict(
+        type='VisionTransformer',
+        arch=ARCH,
+        img_size=32,
+        patch_size=4,
+        out_type='cls_token',
+        norm_cfg=LN)
+
+
+@pytest.mark.parametrize('variant', list(MMPRETRAIN))
+def test_unmasked_mrcl_without_reconstruction_is_mmpretrain(variant):
+    torch.manual_seed(0)
+    set_max_iters(100)
+    ours = build(mrcl_cfg(variant, mask_ratio=0.0, reconstruction=False))
+    theirs = build(
+        dict(
+            type=MMPRETRAIN[variant],
+            backbone=plain_vit(),
+            neck=copy.deepcopy(NECK),
+            head=copy.deepcopy(HEADS[variant])))
+    state = ours.state_dict()
+    if variant == 'mocov3':
+        state = {
+            k.replace('target_net.', 'momentum_encoder.'): v
+            for k, v in state.items()
+        }
+    theirs.load_state_dict(state, strict=True)
+
+    views = two_views(8)
+    expected = theirs.loss([v.clone() for v in views], None)['loss']
+    got = ours.loss([v.clone() for v in views], None)
+    assert set(got) == {'loss_contrastive'}
+    torch.testing.assert_close(
+        got['loss_contrastive'], expected, rtol=1e-4, atol=1e-5)
+    if variant in ('byol', 'mocov3'):
+        # the momentum update happened identically on both sides
+        torch.testing.assert_close(
+            ours.target_net.module[0].pos_embed,
+            ours.backbone.pos_embed)
+        ours_t = dict(ours.target_net.module.named_parameters())
+        name = 'target_net' if variant == 'byol' else 'momentum_encoder'
+        theirs_t = dict(getattr(theirs, name).module.named_parameters())
+        for k, v in ours_t.items():
+            torch.testing.assert_close(v, theirs_t[k])
+
+
+def test_contrastive_weight_scales_the_loss():
+    torch.manual_seed(0)
+    views = two_views(8)
+    base = build(mrcl_cfg(mask_ratio=0.0, reconstruction=False))
+    heavy = build(
+        mrcl_cfg(mask_ratio=0.0, reconstruction=False,
+                 contrastive_weight=2.5))
+    heavy.load_state_dict(base.state_dict())
+    torch.testing.assert_close(
+        heavy.loss(views, None)['loss_contrastive'],
+        2.5 * base.loss(views, None)['loss_contrastive'])
+
+
+@pytest.mark.parametrize('norm_pix', [False, True])
+def test_masked_term_is_mae_loss_on_the_same_mask(norm_pix):
+    """contrastive_weight=0, lambda=0: MRCL's loss is MAE's masked-patch loss.
+    MRCL sums over the two views; each view masks the same number of
+    patches, so the sum is twice MAE's mean over the stacked views."""
+    ours = build(
+        mrcl_cfg(
+            mask_ratio=0.5,
+            alpha=1.0,
+            lambd=0.0,
+            contrastive_weight=0.0,
+            rec_head=dict(
+                type='MRCLReconstructionHead',
+                alpha=1.0,
+                lambd=0.0,
+                patch_size=4,
+                norm_pix=norm_pix)))
+    mae = build(
+        dict(
+            type='MAE',
+            backbone=dict(
+                type='MAEViT',
+                arch=ARCH,
+                img_size=32,
+                patch_size=4,
+                mask_ratio=0.5,
+                norm_cfg=LN),
+            neck=decoder_cfg(),
+            head=dict(
+                type='MAEPretrainHead',
+                norm_pix=norm_pix,
+                patch_size=4,
+                loss=dict(type='PixelReconstructionLoss', criterion='L2'))))
+    state = {
+        k.replace('neck.', 'decoder.', 1) if k.startswith('neck.') else k: v
+        for k, v in mae.state_dict().items()
+    }
+    missing, unexpected = ours.load_state_dict(state, strict=False)
+    assert not unexpected
+    assert all(k.startswith(('neck.', 'head.')) for k in missing)
+
+    views = two_views(8)
+    torch.manual_seed(123)
+    expected = mae.loss(torch.cat(views), None)['loss']
+    torch.manual_seed(123)  # the same noise, hence the same mask
+    got = ours.loss(views, None)
+    assert set(got) == {'loss_rec_masked', 'loss_rec_unmasked'}
+    assert got['loss_rec_unmasked'] == 0
+    torch.testing.assert_close(
+        got['loss_rec_masked'], 2 * expected, rtol=1e-5, atol=1e-6)
+
+
+def test_unmasked_term_is_mse_over_visible_patches():
+    torch.manual_seed(0)
+    model = build(mrcl_cfg(mask_ratio=0.25, alpha=0.0, lambd=3.0))
+    views = two_views(4)
+    x = torch.cat(views)
+    latent, mask, ids_restore = model.backbone(x)
+    pred = model.decoder(latent, ids_restore)
+    got = model.rec_head.loss(pred, x, mask)
+
+    # by hand: 4x4 patches in raster order, pixels in (row, col, channel)
+    patches = x.unfold(2, 4, 4).unfold(3, 4, 4)  # B, C, 8, 8, 4, 4
+    patches = patches.permute(0, 2, 3, 4, 5, 1).reshape(8, 64, 48)
+    expected = 0.
+    for view in range(2):
+        rows = slice(4 * view, 4 * view + 4)
+        visible = mask[rows] == 0
+        err = (pred[rows] - patches[rows])**2
+        expected = expected + err[visible].mean()
+    torch.testing.assert_close(
+        got['loss_rec_unmasked'], 3.0 * expected, rtol=1e-5, atol=1e-6)
+    assert got['loss_rec_masked'] == 0
+
+
+def test_l1_criterion():
+    torch.manual_seed(0)
+    model = build(
+        mrcl_cfg(
+            rec_head=dict(
+                type='MRCLReconstructionHead',
+                alpha=1.0,
+                lambd=1.0,
+                patch_size=4,
+                loss=dict(type='PixelReconstructionLoss', criterion='L1'))))
+    x = torch.cat(two_views(4))
+    pred = torch.zeros(8, 64, 48)
+    mask = torch.zeros(8, 64)
+    mask[:, :16] = 1
+    losses = model.rec_head.loss(pred, x, mask)
+    target = model.rec_head.construct_target(x)
+    torch.testing.assert_close(
+        losses['loss_rec_masked'], 2 * target[:, :16].abs().mean())
+    torch.testing.assert_close(
+        losses['loss_rec_unmasked'], 2 * target[:, 16:].abs().mean())

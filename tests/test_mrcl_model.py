@@ -1,0 +1,160 @@
+import pytest
+import torch
+from mmengine.model import BaseModel
+
+from mrcl_testing import (ARCH, LN, backbone_cfg, build, decoder_cfg,
+                          mrcl_cfg, rec_head_cfg, set_max_iters, two_views)
+
+
+def grad_norm(module) -> float:
+    return sum(p.grad.abs().sum().item() for p in module.parameters()
+               if p.grad is not None)
+
+
+@pytest.mark.parametrize('variant', ['barlowtwins', 'simclr', 'byol',
+                                     'mocov3'])
+def test_losses_are_logged_separately_and_finite(variant):
+    set_max_iters(100)
+    model = build(mrcl_cfg(variant, alpha=7.0, lambd=2.0))
+    losses = model.loss(two_views(8), None)
+    assert set(losses) == {
+        'loss_contrastive', 'loss_rec_masked', 'loss_rec_unmasked'
+    }
+    assert all(torch.isfinite(v) and v > 0 for v in losses.values())
+
+
+@pytest.mark.parametrize('term', ['loss_contrastive', 'loss_rec_masked',
+                                  'loss_rec_unmasked'])
+def test_every_term_reaches_the_encoder(term):
+    model = build(mrcl_cfg(alpha=1.0, lambd=1.0))
+    losses = model.loss(two_views(8), None)
+    losses[term].backward()
+    assert grad_norm(model.backbone.layers) > 0
+    assert grad_norm(model.backbone.patch_embed) > 0
+    if term == 'loss_contrastive':
+        assert grad_norm(model.decoder) == 0
+    else:
+        assert grad_norm(model.decoder) > 0
+        assert grad_norm(model.neck) == 0
+
+
+def test_without_reconstruction_weight_the_decoder_is_not_run():
+    model = build(mrcl_cfg(alpha=0.0, lambd=0.0))
+    calls = []
+    model.decoder.register_forward_hook(lambda *args: calls.append(1))
+    losses = model.loss(two_views(8), None)
+    assert set(losses) == {'loss_contrastive'}
+    losses['loss_contrastive'].backward()
+    assert not calls
+    assert all(p.grad is None for p in model.decoder.parameters())
+    assert grad_norm(model.backbone) > 0
+
+
+def test_r0_reconstructs_without_masking():
+    """Fig. 3's r=0: the encoder sees every patch; the masked term is 0, not
+    a division by zero."""
+    model = build(mrcl_cfg(mask_ratio=0.0, alpha=10.0, lambd=10.0))
+    latent, mask, _ = model.backbone(torch.cat(two_views(4)))
+    assert latent.shape[1] == 1 + 64 and mask.sum() == 0
+    losses = model.loss(two_views(4), None)
+    assert losses['loss_rec_masked'] == 0
+    assert torch.isfinite(losses['loss_rec_unmasked'])
+    assert losses['loss_rec_unmasked'] > 0
+
+
+@pytest.mark.parametrize('target_masked', [True, False])
+def test_momentum_target_sees_masked_or_full_views(target_masked):
+    set_max_iters(100)
+    model = build(mrcl_cfg('byol', target_masked=target_masked))
+    seen = []
+    model.target_net.module[0].register_forward_hook(
+        lambda mod, args, out: seen.append(out[0].shape[1]))
+    model.loss(two_views(4), None)
+    # 64 patches at r=0.2: 51 visible; the class token comes first
+    assert seen == [1 + (51 if target_masked else 64)]
+
+
+def test_train_step_updates_encoder_and_decoder():
+    from mmengine.optim import OptimWrapper
+    model = build(mrcl_cfg())
+    data = dict(inputs=two_views(8), data_samples=None)
+    optim = OptimWrapper(torch.optim.AdamW(model.parameters(), lr=1e-3))
+    before = {
+        k: v.clone()
+        for k, v in model.state_dict().items()
+        if k.startswith(('backbone.layers', 'decoder.decoder_blocks'))
+    }
+    log_vars = BaseModel.train_step(model, data, optim)
+    assert {'loss', 'loss_contrastive', 'loss_rec_masked'} <= set(log_vars)
+    after = model.state_dict()
+    assert all(not torch.equal(v, after[k]) for k, v in before.items()
+               if k.endswith('weight'))
+
+
+def test_encoder_loads_strictly_into_plain_vision_transformer(tmp_path):
+    """The encoder keeps mmpretrain's names: dropping `backbone.` is all it
+    takes to load it into VisionTransformer, hence into mmseg and mmdet."""
+    from mmengine.runner import load_checkpoint, save_checkpoint
+    from mmpretrain.models import VisionTransformer
+    model = build(mrcl_cfg('byol'))
+    ckpt = tmp_path / 'mrcl.pth'
+    save_checkpoint({'state_dict': model.state_dict()}, str(ckpt))
+
+    vit = VisionTransformer(
+        arch=ARCH, img_size=32, patch_size=4, out_type='cls_token',
+        norm_cfg=LN)
+    state = {
+        k[len('backbone.'):]: v
+        for k, v in torch.load(ckpt, weights_only=True)['state_dict'].items()
+        if k.startswith('backbone.')
+    }
+    vit.load_state_dict(state, strict=True)  # complete and nothing extra
+    x = two_views(4)[0]
+    model.eval()
+    vit.eval()
+    torch.testing.assert_close(vit(x)[0], model.extract_feat(x)[0])
+
+    # the same through mmengine's loader, as mmseg/mmdet configs do it
+    vit2 = VisionTransformer(
+        arch=ARCH, img_size=32, patch_size=4, out_type='cls_token',
+        norm_cfg=LN)
+    load_checkpoint(
+        vit2, str(ckpt), revise_keys=[(r'^backbone\.', '')], strict=False)
+    for k, v in vit.state_dict().items():
+        torch.testing.assert_close(vit2.state_dict()[k], v)
+
+
+def test_avg_visible_feature():
+    model = build(mrcl_cfg(feature='avg_visible'))
+    tokens = torch.randn(2, 5, 3)
+    torch.testing.assert_close(model.pool(tokens), tokens[:, 1:].mean(1))
+    assert torch.isfinite(model.loss(two_views(4), None)['loss_contrastive'])
+
+
+BAD = [
+    (dict(backbone=backbone_cfg(1.0)), 'backbone.mask_ratio'),
+    (dict(backbone=backbone_cfg(-0.1)), 'backbone.mask_ratio'),
+    (dict(backbone=backbone_cfg(0.2, img_size=30)), 'backbone.img_size'),
+    (dict(backbone=backbone_cfg(
+        0.2, mask_generator=dict(type='SpiralMaskGenerator'))),
+     'backbone.mask_generator.type'),
+    (dict(variant='dino'), 'model.variant'),
+    (dict(feature='gem'), 'model.feature'),
+    (dict(contrastive_weight=-1.0), 'model.contrastive_weight'),
+    (dict(rec_head=rec_head_cfg(alpha=-1.0)), 'rec_head.alpha'),
+    (dict(rec_head=rec_head_cfg(lambd=-0.5)), 'rec_head.lambd'),
+    (dict(decoder=decoder_cfg(embed_dim=128)), 'model.decoder.embed_dim'),
+    (dict(decoder=decoder_cfg(num_patches=49)), 'model.decoder.num_patches'),
+    (dict(decoder=decoder_cfg(patch_size=8)), 'model.decoder output'),
+    (dict(rec_head=rec_head_cfg(patch_size=8)), 'model.rec_head.patch_size'),
+    (dict(rec_head=rec_head_cfg(in_channels=1)), 'rec_head.in_channels'),
+    (dict(rec_head=None), 'model.decoder and model.rec_head'),
+]
+
+
+@pytest.mark.parametrize('override,key', BAD, ids=[k for _, k in BAD])
+def test_bad_config_names_the_key(override, key):
+    cfg = mrcl_cfg()
+    cfg.update(override)
+    with pytest.raises(ValueError, match=key.replace('.', r'\.')):
+        build(cfg)
