@@ -65,6 +65,10 @@ $PIP install -q pytest -c requirements/tests.txt
 
 step "mrcl_plugin (editable, with configs/ and tools/ as its .mim extension)"
 $PIP install -q --no-deps --no-build-isolation -e .
+# mim looks for <site-packages>/mrcl_plugin/.mim/tools/train.py (next to the
+# dist-info); a PEP 660 editable install leaves no package folder there.
+SITE=$($VENV/bin/python -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')
+ln -sfn "$PWD/mrcl_plugin" "$SITE/mrcl_plugin"
 
 step "checking the stack imports and mmcv's compiled ops load"
 $VENV/bin/python - <<'PY'

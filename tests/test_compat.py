@@ -1,0 +1,222 @@
+"""Each fix of :mod:`mrcl_plugin.compat` fails without it and works with it,
+and the fixes stay narrow (torch.load keeps its safe default)."""
+import pickle
+
+import numpy as np
+import pytest
+import torch
+import torch.distributed as torch_dist
+from mmengine.config import Config
+from mmengine.dist import utils as dist_utils
+from mmengine.logging import HistoryBuffer, MessageHub
+from mmengine.runner import Runner
+from mmengine.runner.checkpoint import (CheckpointLoader, _load_checkpoint,
+                                        load_from_local, save_checkpoint)
+
+import mrcl_plugin  # noqa: F401  applies the fixes
+from mrcl_plugin import compat
+
+WEIGHTS_ONLY_ERROR = 'Weights only load failed'
+
+
+class Payload:
+    """An arbitrary class: a weights_only load must refuse to build it."""
+
+    def __init__(self):
+        self.value = 42
+
+
+@pytest.fixture(scope='module')
+def mmengine_ckpt(tmp_path_factory):
+    """A checkpoint as mmengine's Runner.save_checkpoint writes one: weights,
+    meta, and the message hub with its HistoryBuffers and numpy scalars."""
+    hub = MessageHub.get_instance('test_compat_ckpt')
+    for loss in (2.5, 2.25):
+        hub.update_scalar('train/loss', loss)
+    hub.update_info('iter', 2)
+    hub.update_info('seed', np.int64(0))
+    model = torch.nn.Linear(4, 2)
+    ckpt = dict(
+        meta=dict(iter=2, epoch=0, seed=0, mmengine_version='0.10.7'),
+        state_dict=model.state_dict(),
+        message_hub=hub.state_dict())
+    path = tmp_path_factory.mktemp('compat') / 'iter_2.pth'
+    save_checkpoint(ckpt, str(path))
+    return path, model.state_dict()
+
+
+# -- torch>=2.6 weights_only loading vs. mmengine checkpoints --------------
+
+
+def test_plain_torch_load_refuses_mmengine_checkpoint(mmengine_ckpt):
+    """The problem: torch>=2.6 defaults to weights_only=True, and mmengine
+    pickles its own HistoryBuffer into every checkpoint."""
+    path, _ = mmengine_ckpt
+    with pytest.raises(pickle.UnpicklingError) as err:
+        torch.load(path)
+    assert WEIGHTS_ONLY_ERROR in str(err.value)
+    assert 'HistoryBuffer' in str(err.value)
+
+
+def test_unpatched_mmengine_loader_fails(mmengine_ckpt, monkeypatch):
+    """Without the fix, mmengine's own local loader (load_from_local, what
+    load_from / resume / init_cfg use) raises on mmengine's own file."""
+    path, _ = mmengine_ckpt
+    with pytest.raises(pickle.UnpicklingError, match=WEIGHTS_ONLY_ERROR):
+        load_from_local(str(path), map_location='cpu')
+    monkeypatch.setitem(CheckpointLoader._schemes, '', load_from_local)
+    with pytest.raises(pickle.UnpicklingError, match=WEIGHTS_ONLY_ERROR):
+        CheckpointLoader.load_checkpoint(str(path), map_location='cpu')
+
+
+def test_patched_mmengine_loader_loads_checkpoint(mmengine_ckpt):
+    path, weights = mmengine_ckpt
+    loader = CheckpointLoader._get_checkpoint_loader(str(path))
+    assert loader is not load_from_local
+    assert loader.__module__ == 'mrcl_plugin.compat'
+    for ckpt in (CheckpointLoader.load_checkpoint(str(path), 'cpu'),
+                 _load_checkpoint(str(path), map_location='cpu')):
+        assert ckpt['meta']['iter'] == 2
+        history = ckpt['message_hub']['log_scalars']['train/loss']
+        assert isinstance(history, HistoryBuffer)
+        assert history.data[0].tolist() == [2.5, 2.25]
+        for k, v in weights.items():
+            assert torch.equal(ckpt['state_dict'][k], v)
+    with pytest.raises(FileNotFoundError):
+        CheckpointLoader.load_checkpoint(str(path) + '.missing')
+
+
+def test_only_local_files_change_loader():
+    """Remote schemes keep mmengine's loaders (they never reach the
+    trusted-local one)."""
+    for url in ('https://download.openmmlab.com/x.pth',
+                'torchvision://resnet50', 'open-mmlab://resnet50_v1c'):
+        loader = CheckpointLoader._get_checkpoint_loader(url)
+        assert loader.__module__ == 'mmengine.runner.checkpoint', url
+
+
+def test_torch_load_keeps_its_safe_default(tmp_path):
+    """compat must not switch weights_only off globally: a plain torch.load
+    of a file with an arbitrary pickled class still refuses, after the
+    plugin is imported."""
+    assert compat._APPLIED
+    path = tmp_path / 'payload.pth'
+    torch.save({'payload': Payload(), 'w': torch.ones(2)}, path)
+    with pytest.raises(pickle.UnpicklingError) as err:
+        torch.load(path)
+    assert WEIGHTS_ONLY_ERROR in str(err.value)
+    assert 'Payload' in str(err.value)
+    # Plain weights still load the safe way.
+    torch.save({'w': torch.ones(2)}, tmp_path / 'weights.pth')
+    assert torch.equal(torch.load(tmp_path / 'weights.pth')['w'],
+                       torch.ones(2))
+
+
+# -- mmengine's _init_dist_pytorch on a machine without a GPU ---------------
+
+
+@pytest.fixture
+def dist_env(monkeypatch, free_port):
+    for key, value in dict(
+            RANK='0', LOCAL_RANK='0', WORLD_SIZE='1',
+            MASTER_ADDR='127.0.0.1', MASTER_PORT=str(free_port)).items():
+        monkeypatch.setenv(key, value)
+    assert not torch_dist.is_initialized()
+    yield
+    if torch_dist.is_initialized():
+        torch_dist.destroy_process_group()
+
+
+def test_unpatched_init_dist_pytorch_needs_a_gpu(dist_env):
+    original = dist_utils._init_dist_pytorch.__wrapped__
+    assert not getattr(original, '__mrcl_compat__', False)
+    if torch.cuda.is_available():
+        # On a GPU machine the original works: the fix is a pass-through.
+        original('gloo')
+        assert torch_dist.is_initialized()
+        return
+    with pytest.raises(RuntimeError, match='NVIDIA|CUDA'):
+        original('gloo')
+    assert not torch_dist.is_initialized()
+
+
+def test_patched_init_dist_pytorch_runs_gloo_on_cpu(dist_env):
+    assert dist_utils._init_dist_pytorch.__mrcl_compat__
+    dist_utils._init_dist_pytorch('gloo')
+    assert torch_dist.is_initialized()
+    assert torch_dist.get_backend() == 'gloo'
+    assert torch_dist.get_world_size() == 1 and torch_dist.get_rank() == 0
+    from mmengine.dist import get_dist_info
+    assert get_dist_info() == (0, 1)
+    x = torch.tensor([1., 2., 3.])
+    torch_dist.all_reduce(x)
+    assert x.tolist() == [1., 2., 3.]
+
+
+def test_apply_is_idempotent(monkeypatch):
+    wrapped = dist_utils._init_dist_pytorch
+    loader = CheckpointLoader._schemes['']
+    monkeypatch.setattr(compat, '_APPLIED', False)
+    compat.apply()
+    assert compat._APPLIED
+    assert dist_utils._init_dist_pytorch is wrapped  # not wrapped twice
+    assert not hasattr(wrapped.__wrapped__, '__wrapped__')
+    assert CheckpointLoader._schemes[''] is loader
+
+
+# -- mmpretrain:: inheritance stamps _scope_ on collate_fn (config fix) -----
+
+
+def _cifar_loader_cfg(dataloader, data_root):
+    """The config's collate_fn, on a real CIFAR-10 dataset."""
+    return dict(
+        batch_size=2,
+        num_workers=0,
+        persistent_workers=False,
+        collate_fn=dataloader.collate_fn.to_dict(),
+        sampler=dict(type='DefaultSampler', shuffle=False),
+        dataset=dict(
+            type='CustomDataset',
+            data_root=str(data_root / 'cls' / 'cifar10'),
+            ann_file='meta/train.txt',
+            data_prefix='train',
+            pipeline=[dict(type='LoadImageFromFile'),
+                      dict(type='PackInputs')]))
+
+
+def test_mmpretrain_scope_reaches_default_collate(tmp_path, data_root):
+    """Inheriting an mmpretrain config with ``mmpretrain::`` adds
+    ``_scope_='mmpretrain'`` to its ``collate_fn`` dict; mmengine passes
+    every key but ``type`` to the collate function: "default_collate() got
+    an unexpected keyword argument '_scope_'". The override
+    ``collate_fn=dict(_delete_=True, type='default_collate')`` (used in
+    configs/_base_/datasets/) fixes it."""
+    from mmengine.registry import init_default_scope
+    init_default_scope('mmpretrain')
+    base = "_base_ = 'mmpretrain::_base_/datasets/imagenet_bs32_simclr.py'\n"
+    (tmp_path / 'trap.py').write_text(base)
+    (tmp_path / 'fixed.py').write_text(
+        base + "train_dataloader = dict(\n"
+        "    collate_fn=dict(_delete_=True, type='default_collate'))\n")
+
+    trap = Config.fromfile(str(tmp_path / 'trap.py'))
+    assert trap.train_dataloader.collate_fn == dict(
+        type='default_collate', _scope_='mmpretrain')
+    loader = Runner.build_dataloader(
+        _cifar_loader_cfg(trap.train_dataloader, data_root))
+    with pytest.raises(TypeError, match="unexpected keyword argument '_scope_'"):
+        next(iter(loader))
+
+    fixed = Config.fromfile(str(tmp_path / 'fixed.py'))
+    assert fixed.train_dataloader.collate_fn == dict(type='default_collate')
+    loader = Runner.build_dataloader(
+        _cifar_loader_cfg(fixed.train_dataloader, data_root))
+    batch = next(iter(loader))
+    assert batch['inputs'].shape == (2, 3, 32, 32)  # default_collate stacks
+    assert batch['inputs'].float().std() > 10
+
+
+def test_plugin_imagenet_dataset_config_has_the_override(repo_root):
+    cfg = Config.fromfile(
+        str(repo_root / 'configs/_base_/datasets/imagenet_bs64_mrcl.py'))
+    assert cfg.train_dataloader.collate_fn == dict(type='default_collate')
