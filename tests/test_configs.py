@@ -120,4 +120,3 @@ def test_small_config_trains_with_falling_loss(path, tmp_path):
     for key in ('loss_contrastive', 'loss_rec_masked', 'loss_rec_unmasked'):
         assert runner.message_hub.get_scalar(f'train/{key}') is not None
     assert (tmp_path / 'iter_12.pth').is_file()
-
