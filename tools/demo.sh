@@ -18,7 +18,7 @@ ITERS=${ITERS:-300}
     echo "the CIFAR-10 sample is not at ../shared/data/cls/cifar10: set MRCL_DATA to the data folder" >&2; exit 1; }
 
 t0=$SECONDS
-echo "[demo] 1/3 pretraining MR-BarlowTwins (ViT-Tiny-size, r=0.2) for $ITERS iterations; log every 10"
+echo "[demo] 1/3 pretraining MR-BarlowTwins (ViT-Tiny width, 6 layers, r=0.2) for $ITERS iterations; log every 10"
 $PY tools/train.py "$CONFIG" --work-dir "$WORK_DIR" \
     --cfg-options train_cfg.max_iters="$ITERS"
 CKPT="$WORK_DIR/iter_$ITERS.pth"

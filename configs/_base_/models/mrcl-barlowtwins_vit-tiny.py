@@ -1,12 +1,17 @@
-# A ViT-Tiny-size MR-BarlowTwins for small images on a CPU: DeiT-Tiny's
-# encoder (192 wide, 12 layers, 3 heads), a 2-layer, 128-wide decoder and a
-# 1024-d projector. Set img_size/patch_size/num_patches where it is used.
+# A ViT-Tiny-size MR-BarlowTwins for small images on a CPU: ViT-Tiny's width
+# (192, 3 heads) at half its depth (6 layers: on 2 CPU cores, 300 iterations
+# take 4.5 min instead of 8 and learn more), a 2-layer, 128-wide decoder and
+# a 1024-d projector. Set img_size/patch_size/num_patches where it is used.
 model = dict(
     type='MRCL',
     variant='barlowtwins',
     backbone=dict(
         type='MRCLViT',
-        arch='deit-tiny',
+        arch=dict(
+            embed_dims=192,
+            num_layers=6,
+            num_heads=3,
+            feedforward_channels=768),
         img_size=32,
         patch_size=4,
         mask_ratio=0.2,
