@@ -16,6 +16,10 @@ Fixes that need no code live elsewhere:
   ("default_collate() got an unexpected keyword argument '_scope_'"): a config
   that inherits one overrides it with ``collate_fn=dict(_delete_=True,
   type='default_collate')`` (see configs/_base_/datasets/).
+- mim 0.3.9 looks for ``<site-packages>/mrcl_plugin/.mim/tools/train.py``,
+  which a PEP 660 editable install does not create ("... train.py -h
+  returned non-zero exit status 2"): tools/setup.sh links the package there
+  (tests/test_mim_train.py).
 """
 import functools
 import os.path as osp
