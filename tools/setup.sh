@@ -35,7 +35,7 @@ if mmcv_ok; then
 else
     WHEELS="$CACHE/mmcv-$MMCV_VERSION-torch-$TORCH"
     if ! ls "$WHEELS"/mmcv-*.whl >/dev/null 2>&1; then
-        step "building mmcv $MMCV_VERSION with ops from source (~8 min on 2 cores)"
+        step "building mmcv $MMCV_VERSION with ops from source (about 5.5 min on 2 cores)"
         BUILD=$(mktemp -d)
         $PIP download -q --no-deps --no-binary :all: --no-build-isolation \
             "mmcv==$MMCV_VERSION" -d "$BUILD"
