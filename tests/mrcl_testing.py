@@ -10,7 +10,6 @@ from mmengine.model import revert_sync_batchnorm
 from mmengine.registry import init_default_scope
 
 import mrcl_plugin  # noqa: F401
-from mrcl_plugin.models.utils import num_masked  # noqa: F401
 
 DATA = Path(__file__).resolve().parents[2] / 'shared' / 'data'
 CIFAR = DATA / 'cls' / 'cifar10'
