@@ -9,6 +9,9 @@
 - ``free_port``: a free TCP port on localhost (for ``torch.distributed``).
 - ``venv_bin``: the folder of the Python running the tests (``.venv/bin``),
   where the ``mim`` executable lies.
+- ``mrcl_checkpoint``: a real MRCL pretraining checkpoint, made once per
+  session: the small CIFAR-10 config (ViT-Tiny width, 6 layers, 32 px,
+  patch 4) trained for 4 iterations at batch 8 on the real sample.
 """
 import os
 import socket
@@ -54,3 +57,34 @@ def free_port() -> int:
 @pytest.fixture(scope='session')
 def venv_bin() -> Path:
     return Path(sys.executable).parent
+
+
+SMALL_CIFAR_CONFIG = (REPO_ROOT / 'configs/mrcl/'
+                      'mrcl-barlowtwins_vit-tiny-p4_1xb64-coslr-300it_cifar10.py')
+
+
+@pytest.fixture(scope='session')
+def mrcl_checkpoint(tmp_path_factory, data_root) -> Path:
+    from mmengine.config import Config
+    from mmengine.runner import Runner
+    work = tmp_path_factory.mktemp('mrcl_pretrain')
+    old = os.environ.get('MRCL_DATA')
+    os.environ['MRCL_DATA'] = str(data_root)
+    try:
+        cfg = Config.fromfile(str(SMALL_CIFAR_CONFIG))
+    finally:
+        if old is None:
+            del os.environ['MRCL_DATA']
+        else:
+            os.environ['MRCL_DATA'] = old
+    cfg.merge_from_dict({
+        'work_dir': str(work),
+        'experiment_name': 'mrcl_checkpoint_fixture',
+        'train_cfg.max_iters': 4,
+        'train_dataloader.batch_size': 8,
+        'train_dataloader.num_workers': 0,
+        'train_dataloader.persistent_workers': False,
+        'default_hooks.checkpoint.interval': 4,
+    })
+    Runner.from_cfg(cfg).train()
+    return work / 'iter_4.pth'

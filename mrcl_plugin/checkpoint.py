@@ -1,0 +1,188 @@
+"""Checkpoints are data: read them with ``torch.load(weights_only=True)``.
+
+mmengine's checkpoints pickle a few classes besides tensors (its
+``HistoryBuffer`` and numpy arrays and scalars in ``message_hub``), which
+torch's weights-only unpickler refuses by default. :func:`load_checkpoint_file`
+allows exactly those, so every checkpoint mmengine writes loads, and anything
+else a pickle names (``os.system``, an arbitrary class) is refused before it
+runs. Each failure is one :class:`CheckpointError` line naming the file and
+what is wrong with it.
+"""
+import os.path as osp
+import pickle
+import re
+import warnings
+import zipfile
+from typing import Any, Dict, List, Tuple
+
+import numpy as np
+import torch
+
+BACKBONE_PREFIX = 'backbone.'
+# Keys every MRCLViT (and so every mmpretrain VisionTransformer) has.
+VIT_KEYS = ('cls_token', 'pos_embed', 'patch_embed.projection.weight',
+            'layers.0.attn.qkv.weight')
+
+
+class CheckpointError(ValueError):
+    """A checkpoint that cannot be used; the message is one line:
+    ``<file>: <what is wrong>``."""
+
+    def __init__(self, path: str, reason: str) -> None:
+        super().__init__(f'{path}: {reason}')
+        self.path, self.reason = path, reason
+
+
+def _history_buffer_statistic(owner: Any, name: str) -> Any:
+    """Stands in for ``getattr`` while unpickling: a ``HistoryBuffer``
+    pickles its statistics methods as ``getattr(HistoryBuffer, 'mean')``;
+    a real ``getattr`` would reach any attribute of any allowed object (e.g.
+    ``ndarray.tofile``), so only those methods resolve."""
+    from mmengine.logging import HistoryBuffer
+    if owner is HistoryBuffer and name in HistoryBuffer._statistics_methods:
+        return getattr(HistoryBuffer, name)
+    raise pickle.UnpicklingError(
+        f'Unsupported global: GLOBAL builtins.getattr({owner!r}, {name!r})')
+
+
+def safe_globals() -> List[Any]:
+    """The non-tensor globals that mmengine 0.10 checkpoints pickle."""
+    from mmengine.logging import HistoryBuffer
+    dtypes = {type(np.dtype(t)) for t in np.typecodes['All'] if t}
+    return [
+        HistoryBuffer, np.core.multiarray._reconstruct, np.ndarray, np.dtype,
+        np.core.multiarray.scalar, *sorted(dtypes, key=str),
+        (_history_buffer_statistic, 'builtins.getattr')
+    ]
+
+
+def load_checkpoint_file(path: str, map_location='cpu') -> Dict[str, Any]:
+    """Load a checkpoint file weights-only.
+
+    Returns:
+        dict: the checkpoint as saved (mmengine's has ``state_dict``,
+        ``meta``, ``optimizer``, ``message_hub``, ...).
+
+    Raises:
+        CheckpointError: the file is missing, truncated or corrupt, not a
+            torch checkpoint, pickles code or classes a checkpoint never
+            holds, or holds something other than a dict.
+    """
+    path = osp.expanduser(str(path))
+    if not osp.isfile(path):
+        raise CheckpointError(path, 'no such file')
+    try:
+        with torch.serialization.safe_globals(safe_globals()), \
+                warnings.catch_warnings():
+            warnings.simplefilter('ignore')  # pickle-protocol notices
+            ckpt = torch.load(path, map_location=map_location,
+                              weights_only=True)
+    except pickle.UnpicklingError as e:
+        unsafe = re.search(r'GLOBAL ([^ ]+)', str(e))
+        if unsafe:
+            raise CheckpointError(
+                path, f'refused: it pickles {unsafe.group(1)}, which no '
+                'checkpoint holds (nothing in it was run)') from None
+        raise CheckpointError(
+            path, 'not a torch checkpoint: cannot be read as data '
+            f'({_unpickler_reason(e)}; nothing in it was run)') from None
+    except (RuntimeError, EOFError, zipfile.BadZipFile, OSError) as e:
+        raise CheckpointError(
+            path, f'truncated or corrupt checkpoint ({_first_line(e)})'
+        ) from None
+    if not isinstance(ckpt, dict):
+        raise CheckpointError(
+            path, f'not a checkpoint: it holds a {type(ckpt).__name__}, '
+            'not a dict of tensors')
+    return ckpt
+
+
+def _unpickler_reason(error: Exception) -> str:
+    """The line of torch's weights-only error that says what it met."""
+    boilerplate = ('Weights only load failed', 'Please file', 'Check the doc')
+    lines = [
+        line.split('WeightsUnpickler error:')[-1].strip()
+        for line in str(error).splitlines()
+        if line.strip() and not line.startswith(boilerplate)
+    ]
+    return next((line for line in lines if line), _first_line(error))
+
+
+def _first_line(error: Exception) -> str:
+    text = str(error).strip().splitlines()
+    return text[0][:200] if text else type(error).__name__
+
+
+def model_types(ckpt: Dict[str, Any]) -> List[str]:
+    """The ``type=`` names in the config saved in an mmengine checkpoint's
+    meta (read as text: a config is code and is never run here)."""
+    cfg = (ckpt.get('meta') or {}).get('cfg', '')
+    return re.findall(r"type\s*=\s*'([\w.]+)'", cfg if isinstance(cfg, str)
+                      else '')
+
+
+def mrcl_backbone(ckpt: Dict[str, Any],
+                  path: str) -> Tuple[Dict[str, torch.Tensor], Dict]:
+    """The encoder of an MRCL pretraining checkpoint.
+
+    Args:
+        ckpt (dict): as returned by :func:`load_checkpoint_file`.
+        path (str): the file, for messages.
+
+    Returns:
+        tuple: the ``backbone.`` tensors with the prefix removed
+        (mmpretrain's ``VisionTransformer`` names), and what is known of
+        the encoder: ``embed_dims``, ``num_layers``, ``num_heads``,
+        ``feedforward_channels``, ``patch_size``, ``img_size``, ``variant``,
+        ``mask_ratio``, ``iter``.
+
+    Raises:
+        CheckpointError: it is not an MRCL pretraining checkpoint.
+    """
+    state = ckpt.get('state_dict')
+    if not isinstance(state, dict):
+        raise CheckpointError(
+            path, "not an MRCL checkpoint: no 'state_dict' (keys: "
+            f'{sorted(ckpt)[:8]})')
+    types = model_types(ckpt)
+    if 'MRCL' not in types:
+        found = (f"its config names {', '.join(dict.fromkeys(types))}"
+                 if types else 'it has no config in its meta')
+        raise CheckpointError(
+            path, f'not an MRCL checkpoint: no MRCL model ({found})')
+    backbone = {
+        k[len(BACKBONE_PREFIX):]: v
+        for k, v in state.items() if k.startswith(BACKBONE_PREFIX)
+    }
+    missing = [k for k in VIT_KEYS if k not in backbone]
+    if missing:
+        raise CheckpointError(
+            path, f'not an MRCL checkpoint: no {BACKBONE_PREFIX}{missing[0]}')
+    return backbone, _encoder_meta(backbone, ckpt)
+
+
+def _encoder_meta(backbone: Dict[str, torch.Tensor], ckpt: Dict) -> Dict:
+    proj = backbone['patch_embed.projection.weight']  # (C, 3, P, P)
+    embed_dims, patch = proj.shape[0], proj.shape[-1]
+    grid = int(round((backbone['pos_embed'].shape[1] - 1)**0.5))
+    num_layers = 1 + max(
+        int(k.split('.')[1]) for k in backbone if k.startswith('layers.'))
+    cfg = (ckpt.get('meta') or {}).get('cfg', '')
+
+    def cfg_value(key, cast):
+        found = re.search(rf"\b{key}\s*=\s*'?([\w.]+)", cfg)
+        return cast(found.group(1)) if found else None
+
+    # ViT-T/S/B/L have 64-wide heads; a custom arch names its heads.
+    num_heads = cfg_value('num_heads', int) or embed_dims // 64
+    return dict(
+        embed_dims=embed_dims,
+        num_layers=num_layers,
+        num_heads=num_heads,
+        feedforward_channels=backbone['layers.0.ffn.layers.0.0.weight']
+        .shape[0],
+        patch_size=patch,
+        img_size=grid * patch,
+        variant=cfg_value('variant', str),
+        mask_ratio=cfg_value('mask_ratio', float),
+        iter=(ckpt.get('meta') or {}).get('iter'))

@@ -1,0 +1,101 @@
+"""Checkpoints are read weights-only: mmengine's own load, anything else is
+refused with one line naming the file and the problem."""
+import os
+import pickle
+
+import pytest
+import torch
+from mmengine.config import Config
+from mmpretrain.models import VisionTransformer
+
+from mrcl_plugin.checkpoint import (CheckpointError, load_checkpoint_file,
+                                    mrcl_backbone)
+
+
+class _RunsCode:
+
+    def __reduce__(self):
+        return (os.system, ('touch PWNED_BY_CHECKPOINT',))
+
+
+def test_mmengine_checkpoint_loads_weights_only(mrcl_checkpoint):
+    ckpt = load_checkpoint_file(mrcl_checkpoint)
+    assert {'meta', 'state_dict', 'optimizer', 'message_hub'} <= set(ckpt)
+    # the classes mmengine pickles came back as themselves
+    from mmengine.logging import HistoryBuffer
+    scalars = ckpt['message_hub']['log_scalars']
+    assert all(isinstance(v, HistoryBuffer) for v in scalars.values())
+    assert ckpt['meta']['iter'] == 4
+
+
+def test_mrcl_backbone_loads_strictly_into_vision_transformer(
+        mrcl_checkpoint):
+    ckpt = load_checkpoint_file(mrcl_checkpoint)
+    backbone, meta = mrcl_backbone(ckpt, str(mrcl_checkpoint))
+    assert meta == dict(embed_dims=192, num_layers=6, num_heads=3,
+                        feedforward_channels=768, patch_size=4, img_size=32,
+                        variant='barlowtwins', mask_ratio=0.2, iter=4)
+    vit = VisionTransformer(
+        arch={k: meta[k] for k in ('embed_dims', 'num_layers', 'num_heads',
+                                   'feedforward_channels')},
+        img_size=meta['img_size'], patch_size=meta['patch_size'])
+    vit.load_state_dict(backbone, strict=True)
+    assert torch.equal(vit.pos_embed, ckpt['state_dict']['backbone.pos_embed'])
+
+
+@pytest.mark.parametrize('content, reason', [
+    (os.urandom(4096), 'not a torch checkpoint'),
+    (b'', 'truncated or corrupt'),
+    (pickle.dumps(_RunsCode(), protocol=2),
+     'refused: it pickles posix.system'),
+    (pickle.dumps(_RunsCode(), protocol=4), 'not a torch checkpoint'),
+])
+def test_bad_files_are_refused_with_one_line(tmp_path, monkeypatch, content,
+                                              reason):
+    monkeypatch.chdir(tmp_path)
+    path = tmp_path / 'bad.pth'
+    path.write_bytes(content)
+    with pytest.raises(CheckpointError) as error:
+        load_checkpoint_file(path)
+    message = str(error.value)
+    assert message.startswith(f'{path}: ') and reason in message, message
+    assert '\n' not in message
+    assert not (tmp_path / 'PWNED_BY_CHECKPOINT').exists()
+
+
+def test_a_torch_file_that_is_no_dict_is_refused(tmp_path):
+    path = tmp_path / 'list.pth'
+    torch.save([torch.zeros(2)], path)
+    with pytest.raises(CheckpointError,
+                       match='not a checkpoint: it holds a list'):
+        load_checkpoint_file(path)
+
+
+def test_truncated_checkpoint_is_refused(mrcl_checkpoint, tmp_path):
+    data = mrcl_checkpoint.read_bytes()
+    path = tmp_path / 'truncated.pth'
+    path.write_bytes(data[:len(data) // 2])
+    with pytest.raises(CheckpointError, match='truncated or corrupt'):
+        load_checkpoint_file(path)
+
+
+def test_missing_file(tmp_path):
+    with pytest.raises(CheckpointError, match='missing.pth: no such file'):
+        load_checkpoint_file(tmp_path / 'missing.pth')
+
+
+def test_classifier_checkpoint_is_not_mrcl(tmp_path):
+    model = dict(type='ImageClassifier',
+                 backbone=dict(type='VisionTransformer', arch='deit-tiny',
+                               img_size=32, patch_size=4),
+                 head=dict(type='VisionTransformerClsHead', num_classes=10,
+                           in_channels=192))
+    vit = VisionTransformer(arch='deit-tiny', img_size=32, patch_size=4)
+    path = tmp_path / 'classifier.pth'
+    torch.save({'meta': {'cfg': Config(dict(model=model)).pretty_text},
+                'state_dict': {f'backbone.{k}': v
+                               for k, v in vit.state_dict().items()}}, path)
+    with pytest.raises(CheckpointError,
+                       match='no MRCL model .its config names .*'
+                       'ImageClassifier'):
+        mrcl_backbone(load_checkpoint_file(path), str(path))
