@@ -120,7 +120,8 @@ def worker(rank: int, port: int, init: str, out: str) -> None:
                       RANK=str(rank), WORLD_SIZE=str(WORLD))
     torch.set_num_threads(1)
     dist.init_process_group('gloo', rank=rank, world_size=WORLD)
-    from mmengine.model import MMDistributedDataParallel
+    from mmengine.model import (MMDistributedDataParallel,
+                                MMFullyShardedDataParallel)
     from mmengine.registry import init_default_scope
     from mmpretrain.registry import MODELS
     init_default_scope('mmpretrain')
@@ -139,6 +140,11 @@ def worker(rank: int, port: int, init: str, out: str) -> None:
         ddp = MMDistributedDataParallel(
             module=model, device_ids=None, broadcast_buffers=False)
         result[variant] = train(ddp, rank, WORLD)
+        # FSDPStrategy's wrapper (configs/mrcl/*_fsdp.py), on the CPU
+        model = MODELS.build(model_cfg(variant))
+        model.load_state_dict(torch.load(f'{init}/{variant}.pth'))
+        fsdp = MMFullyShardedDataParallel(module=model, device_id='cpu')
+        result[f'{variant}_fsdp'] = train(fsdp, rank, WORLD)['losses']
     torch.save(result, f'{out}/rank{rank}.pth')
     dist.destroy_process_group()
 
@@ -204,6 +210,17 @@ def test_two_processes_lose_as_one_on_the_global_batch(runs, variant):
             assert mean == pytest.approx(exp[key], rel=1e-4), (key, it)
     # the losses moved: the steps did something
     assert expected[-1]['loss'] != pytest.approx(expected[0]['loss'])
+
+
+@pytest.mark.parametrize('variant', VARIANTS)
+def test_fsdp_loses_as_ddp(runs, variant):
+    """FSDP shards the parameters; the steps stay the same."""
+    _, ranks = runs
+    for r in ranks:
+        for it in range(ITERS):
+            ddp, fsdp = r[variant]['losses'][it], r[f'{variant}_fsdp'][it]
+            for key, value in ddp.items():
+                assert fsdp[key] == pytest.approx(value, rel=1e-4), (key, it)
 
 
 @pytest.mark.parametrize('variant', VARIANTS)
