@@ -1,7 +1,8 @@
 """Compatibility fixes for the 2023-era OpenMMLab stack on today's torch.
 
 Each fix is narrow, names the error it fixes, and has a test in
-``tests/test_compat.py`` that fails without it. :func:`apply` is idempotent
+``tests/test_compat.py`` (the SyncBN ones: ``tests/test_distributed.py``,
+which needs two processes) that fails without it. :func:`apply` is idempotent
 and runs when ``mrcl_plugin`` is imported (configs do it through
 ``custom_imports``).
 
