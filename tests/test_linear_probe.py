@@ -1,0 +1,150 @@
+"""The linear-probe and fine-tune configs of configs/benchmarks/mmpretrain,
+shrunk in the test to the ``mrcl_checkpoint`` fixture's encoder (width 192,
+6 layers, 3 heads, 32 px, patch 4) and the real CIFAR-10 sample."""
+import torch
+import pytest
+from mmengine.config import Config
+from mmengine.hooks import Hook
+from mmengine.runner import Runner
+
+from mrcl_plugin.checkpoint import CheckpointError, load_checkpoint_file
+from mrcl_plugin.converters import to_mmpretrain
+
+LINEAR = 'configs/benchmarks/mmpretrain/vit-base-p16_8xb128-linear-coslr-100e_in1k.py'  # noqa: E501
+FINETUNE = 'configs/benchmarks/mmpretrain/vit-base-p16_8xb128-coslr-100e_in1k.py'  # noqa: E501
+SMALL_VIT = dict(
+    arch=dict(
+        _delete_=True,  # the base names an arch ('base')
+        embed_dims=192,
+        num_layers=6,
+        num_heads=3,
+        feedforward_channels=768),
+    img_size=32,
+    patch_size=4)
+
+
+def cifar_loader(data_root, split, num_images, pipeline):
+    """``num_images`` of the sample's split, every class alike (the
+    annotation files list the images class by class)."""
+    total = 20000 if split == 'train' else 10000
+    return dict(
+        batch_size=8,
+        num_workers=0,
+        persistent_workers=False,
+        dataset=dict(
+            _delete_=True,
+            type='CustomDataset',
+            data_root=str(data_root / 'cls' / 'cifar10'),
+            ann_file=f'meta/{split}.txt',
+            data_prefix=split,
+            indices=list(range(0, total, total // num_images))[:num_images],
+            pipeline=pipeline))
+
+
+def small_linear_probe(repo_root, data_root, encoder, work_dir, **changes):
+    """The real linear-probe config with the sizes of the test."""
+    cfg = Config.fromfile(str(repo_root / LINEAR))
+    train = [
+        dict(type='LoadImageFromFile'),
+        dict(type='RandomResizedCrop', scale=32, backend='pillow'),
+        dict(type='RandomFlip', prob=0.5, direction='horizontal'),
+        dict(type='PackInputs')
+    ]
+    test = [dict(type='LoadImageFromFile'), dict(type='PackInputs')]
+    cfg.merge_from_dict({
+        'work_dir': str(work_dir),
+        'model.backbone': dict(SMALL_VIT, frozen_stages=6),
+        'model.backbone.init_cfg.checkpoint': str(encoder),
+        'model.head': dict(in_channels=192, num_classes=10),
+        'data_preprocessor.num_classes': 10,
+        'train_dataloader': cifar_loader(data_root, 'train', 24, train),
+        'val_dataloader': None,  # evaluated once, by runner.test()
+        'val_cfg': None,
+        'val_evaluator': None,
+        'test_dataloader': cifar_loader(data_root, 'test', 40, test),
+        'test_evaluator': dict(topk=(1, )),
+        'train_cfg.max_epochs': 1,
+        'default_hooks.logger.interval': 1,
+        'default_hooks.checkpoint.interval': 1,
+        **changes,
+    })
+    return cfg
+
+
+@pytest.fixture(scope='module')
+def encoder(mrcl_checkpoint, tmp_path_factory):
+    """The fixture's encoder converted with to_mmpretrain."""
+    path = tmp_path_factory.mktemp('encoder') / 'encoder.pth'
+    torch.save(to_mmpretrain(str(mrcl_checkpoint)), path)
+    return path
+
+
+class RecordBackbone(Hook):
+    """Copies of the backbone and head after init, and the train/eval mode
+    of the frozen encoder during the iterations."""
+
+    def before_train(self, runner):
+        model = runner.model
+        self.backbone = {
+            k: v.clone()
+            for k, v in model.backbone.state_dict().items()
+        }
+        self.head = {k: v.clone() for k, v in model.head.state_dict().items()}
+        self.modes = []
+
+    def after_train_iter(self, runner, batch_idx, data_batch, outputs):
+        backbone = runner.model.backbone
+        self.modes.append(
+            [m.training for m in (backbone.patch_embed, *backbone.layers)])
+
+
+def test_linear_probe_trains_only_the_head(repo_root, data_root, encoder,
+                                           tmp_path):
+    cfg = small_linear_probe(repo_root, data_root, encoder, tmp_path)
+    runner = Runner.from_cfg(cfg)
+    record = RecordBackbone()
+    runner.register_hook(record)
+    runner.train()
+    metrics = runner.test()
+
+    converted = load_checkpoint_file(str(encoder))['state_dict']
+    model = runner.model
+    after = model.backbone.state_dict()
+    # Loaded: before training every encoder tensor equals the converted one.
+    assert record.backbone.keys() == converted.keys() == after.keys()
+    for key, value in converted.items():
+        assert torch.equal(record.backbone[key], value), key
+        # Frozen: unchanged after 3 SGD steps at lr 0.2.
+        assert torch.equal(after[key], value), key
+    for name, param in model.backbone.named_parameters():
+        assert not param.requires_grad and param.grad is None, name
+    # The layers stay in eval mode through every iteration; the final norm
+    # (LayerNorm: no running statistics) is among the unchanged tensors.
+    assert len(record.modes) == 3
+    assert not any(any(modes) for modes in record.modes)
+    assert 'ln1.weight' in converted and 'ln1.bias' in converted
+    # Only the head moved.
+    head = model.head.state_dict()
+    assert all(p.requires_grad for p in model.head.parameters())
+    assert all(not torch.equal(record.head[k], head[k]) for k in head)
+    assert 0 <= metrics['accuracy/top1'] <= 100
+
+
+def test_linear_probe_stops_on_a_wrong_checkpoint(repo_root, data_root,
+                                                  mrcl_checkpoint, tmp_path):
+    missing = tmp_path / 'no_such_encoder.pth'
+    cfg = small_linear_probe(repo_root, data_root, missing, tmp_path / 'a')
+    with pytest.raises(CheckpointError, match=f'^{missing}: no such file$'):
+        Runner.from_cfg(cfg).train()
+    # Unconverted: the whole pretraining checkpoint has 'backbone.' keys,
+    # which mmengine's Pretrained init would skip with a log line.
+    cfg = small_linear_probe(repo_root, data_root, mrcl_checkpoint,
+                             tmp_path / 'b')
+    with pytest.raises(CheckpointError, match='does not fit MoCoV3ViT.*'
+                       'convert it with mrcl_plugin.converters'):
+        Runner.from_cfg(cfg).train()
+    # Unset: the config's default.
+    cfg = small_linear_probe(repo_root, data_root, '', tmp_path / 'c')
+    with pytest.raises(CheckpointError, match='model.backbone.init_cfg.'
+                       'checkpoint is empty'):
+        Runner.from_cfg(cfg).train()
