@@ -148,3 +148,58 @@ def test_linear_probe_stops_on_a_wrong_checkpoint(repo_root, data_root,
     with pytest.raises(CheckpointError, match='model.backbone.init_cfg.'
                        'checkpoint is empty'):
         Runner.from_cfg(cfg).train()
+
+
+def test_finetune_config_loads_the_encoder_and_decays_lr_by_layer(
+        repo_root, data_root, encoder, tmp_path):
+    """The fine-tune config through its whole chain (mmpretrain's MAE
+    recipe: RandAugment, Mixup/CutMix, layer decay) for one iteration."""
+    cfg = Config.fromfile(str(repo_root / FINETUNE))
+    train = cfg.train_dataloader.dataset.pipeline
+    assert train[1].type == 'RandomResizedCrop'
+    train[1].scale = 32
+    cfg.merge_from_dict({
+        'work_dir': str(tmp_path),
+        'model.backbone': SMALL_VIT,
+        'model.backbone.init_cfg.checkpoint': str(encoder),
+        'model.head': dict(in_channels=192, num_classes=10),
+        'data_preprocessor.num_classes': 10,
+        'train_dataloader': cifar_loader(data_root, 'train', 8, train),
+        'val_dataloader': None,
+        'val_cfg': None,
+        'val_evaluator': None,
+        'train_cfg.max_epochs': 1,
+    })
+    runner = Runner.from_cfg(cfg)
+    record = RecordBackbone()
+    runner.register_hook(record)
+    runner.train()
+
+    converted = load_checkpoint_file(str(encoder))['state_dict']
+    # MAE's recipe: no final norm (ln1), a new norm on the mean token (ln2).
+    assert set(record.backbone) ^ set(converted) == {
+        'ln1.weight', 'ln1.bias', 'ln2.weight', 'ln2.bias'
+    }
+    for key in set(record.backbone) & set(converted):
+        assert torch.equal(record.backbone[key], converted[key]), key
+    # End to end: the encoder moved too.
+    after = runner.model.backbone.state_dict()
+    assert not torch.equal(after['layers.0.attn.qkv.weight'],
+                           converted['layers.0.attn.qkv.weight'])
+    # lr scale 0.65 ** (7 - depth): depth 0 the stem, i + 1 layer i, 7 the
+    # rest (6 layers).
+    scales = {
+        group['param_name']: group['lr_scale']
+        for group in runner.optim_wrapper.optimizer.param_groups
+    }
+    expected = {
+        'backbone.cls_token': 0.65**7,
+        'backbone.pos_embed': 0.65**7,
+        'backbone.patch_embed.projection.weight': 0.65**7,
+        'backbone.layers.0.attn.qkv.weight': 0.65**6,
+        'backbone.layers.5.ffn.layers.1.weight': 0.65**1,
+        'backbone.ln2.weight': 1.,
+        'head.fc.weight': 1.,
+    }
+    for name, scale in expected.items():
+        assert scales[name] == pytest.approx(scale), name
