@@ -130,23 +130,44 @@ def test_linear_probe_trains_only_the_head(repo_root, data_root, encoder,
     assert 0 <= metrics['accuracy/top1'] <= 100
 
 
+class OverwriteAfterInit(Hook):
+    """What an init after the checkpoint's would do (MoCoV3ViT re-inits
+    everything unless its init_cfg type is exactly 'Pretrained')."""
+    priority = 'HIGHEST'
+
+    def before_train(self, runner):
+        torch.nn.init.zeros_(runner.model.backbone.cls_token)
+
+
 def test_linear_probe_stops_on_a_wrong_checkpoint(repo_root, data_root,
-                                                  mrcl_checkpoint, tmp_path):
+                                                  mrcl_checkpoint, encoder,
+                                                  tmp_path):
+    """Each stops the run before its first iteration."""
     missing = tmp_path / 'no_such_encoder.pth'
     cfg = small_linear_probe(repo_root, data_root, missing, tmp_path / 'a')
     with pytest.raises(CheckpointError, match=f'^{missing}: no such file$'):
         Runner.from_cfg(cfg).train()
+    # Loaded, then overwritten.
+    cfg = small_linear_probe(repo_root, data_root, encoder, tmp_path / 'b')
+    runner = Runner.from_cfg(cfg)
+    runner.register_hook(OverwriteAfterInit())
+    with pytest.raises(ValueError, match=rf'^{encoder} does not fit model.'
+                       r'backbone.*1 tensors did not arrive \[cls_token\]'):
+        runner.train()
     # Unconverted: the whole pretraining checkpoint has 'backbone.' keys,
     # which mmengine's Pretrained init would skip with a log line.
     cfg = small_linear_probe(repo_root, data_root, mrcl_checkpoint,
-                             tmp_path / 'b')
-    with pytest.raises(CheckpointError, match='does not fit MoCoV3ViT.*'
-                       'convert it with mrcl_plugin.converters'):
+                             tmp_path / 'c')
+    with pytest.raises(
+            ValueError, match=rf'^{mrcl_checkpoint} does not fit '
+            r'model.backbone \(MoCoV3ViT.*: 78 missing keys.*unexpected '
+            r'keys \[backbone.cls_token'):
         Runner.from_cfg(cfg).train()
     # Unset: the config's default.
-    cfg = small_linear_probe(repo_root, data_root, '', tmp_path / 'c')
-    with pytest.raises(CheckpointError, match='model.backbone.init_cfg.'
-                       'checkpoint is empty'):
+    cfg = small_linear_probe(repo_root, data_root, '', tmp_path / 'd')
+    with pytest.raises(
+            ValueError, match=r'^model.backbone.init_cfg.checkpoint is '
+            'empty: pass --cfg-options model.backbone.init_cfg.checkpoint'):
         Runner.from_cfg(cfg).train()
 
 

@@ -21,5 +21,7 @@ model = dict(backbone=dict(init_cfg=dict(checkpoint='', prefix=None)))
 # file. MAE's recipe drops the encoder's final norm (ln1, final_norm=False)
 # and pools the patch tokens through a new one (ln2): those two may differ.
 custom_hooks = [
-    dict(type='PretrainedCheckHook', ignore_prefixes=('ln1.', 'ln2.'))
+    dict(
+        type='PretrainedCheckHook',
+        ignore_keys=['ln1.weight', 'ln1.bias', 'ln2.weight', 'ln2.bias'])
 ]
