@@ -71,6 +71,36 @@ def small_linear_probe(repo_root, data_root, encoder, work_dir, **changes):
     return cfg
 
 
+def test_linear_probe_config_is_the_papers(repo_root):
+    """Sec. 4.1 (MoCo v3's protocol) at full size: ViT-B/16 frozen whole,
+    final norm included, class token, SGD lr 0.2 at 8 x 128, momentum 0.9,
+    wd 0, 100 cosine epochs, random resized crop + flip only."""
+    from mmpretrain.registry import MODELS
+    cfg = Config.fromfile(str(repo_root / LINEAR))
+    assert cfg.optim_wrapper.optimizer == dict(
+        type='SGD', lr=0.2, momentum=0.9, weight_decay=0.)
+    assert cfg.train_dataloader.batch_size * 8 == 1024
+    assert cfg.auto_scale_lr.base_batch_size == 1024
+    assert cfg.train_cfg.max_epochs == 100
+    [cosine] = cfg.param_scheduler
+    assert (cosine.type, cosine.T_max, cosine.end) == ('CosineAnnealingLR',
+                                                        100, 100)
+    assert [t.type for t in cfg.train_dataloader.dataset.pipeline] == [
+        'LoadImageFromFile', 'RandomResizedCrop', 'RandomFlip', 'PackInputs'
+    ]
+    model = MODELS.build(cfg.model)
+    backbone = model.backbone
+    assert (backbone.embed_dims, backbone.num_layers,
+            backbone.patch_embed.projection.kernel_size) == (768, 12, (16, 16))
+    assert backbone.out_type == 'cls_token' and backbone.final_norm
+    assert not any(p.requires_grad for p in backbone.parameters())
+    model.train()
+    assert not any(layer.training for layer in backbone.layers)
+    assert [n for n, p in model.named_parameters() if p.requires_grad] == [
+        'head.layers.head.weight', 'head.layers.head.bias'
+    ]
+
+
 @pytest.fixture(scope='module')
 def encoder(mrcl_checkpoint, tmp_path_factory):
     """The fixture's encoder converted with to_mmpretrain."""
