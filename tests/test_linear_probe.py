@@ -1,8 +1,8 @@
 """The linear-probe and fine-tune configs of configs/benchmarks/mmpretrain,
 shrunk in the test to the ``mrcl_checkpoint`` fixture's encoder (width 192,
 6 layers, 3 heads, 32 px, patch 4) and the real CIFAR-10 sample."""
-import torch
 import pytest
+import torch
 from mmengine.config import Config
 from mmengine.hooks import Hook
 from mmengine.runner import Runner
@@ -10,8 +10,9 @@ from mmengine.runner import Runner
 from mrcl_plugin.checkpoint import CheckpointError, load_checkpoint_file
 from mrcl_plugin.converters import to_mmpretrain
 
-LINEAR = 'configs/benchmarks/mmpretrain/vit-base-p16_8xb128-linear-coslr-100e_in1k.py'  # noqa: E501
-FINETUNE = 'configs/benchmarks/mmpretrain/vit-base-p16_8xb128-coslr-100e_in1k.py'  # noqa: E501
+BENCHMARKS = 'configs/benchmarks/mmpretrain/'
+LINEAR = BENCHMARKS + 'vit-base-p16_8xb128-linear-coslr-100e_in1k.py'
+FINETUNE = BENCHMARKS + 'vit-base-p16_8xb128-coslr-100e_in1k.py'
 SMALL_VIT = dict(
     arch=dict(
         _delete_=True,  # the base names an arch ('base')
