@@ -2,13 +2,15 @@
 linear-probe config on the real CIFAR-10 sample, through mmpretrain's test
 script and through the plugin's own (tools/test.py), shrunk by
 ``--cfg-options`` alone: ViT-Tiny's width (``deit-tiny``) at 32 px in 4 px
-patches, 40 test images, 4 of each class."""
+patches, 40 test images, 4 of each class. The printed top-1 and the
+dumped class scores must be those of the checkpoint, computed in the test."""
 import os
 import re
 import shutil
 import subprocess
 from pathlib import Path
 
+import mmengine
 import torch
 from mim.utils import get_installed_path
 from mmengine.config import Config
@@ -46,10 +48,9 @@ def cli(options):
     ]
 
 
-def classifier_and_accuracy(repo_root, data_root, path):
+def small_classifier(repo_root, data_root, path):
     """Saves a linear-probe classifier of the small config at ``path``
-    (random weights: what is tested is the tool, not the model) and returns
-    its top-1 on the test images, computed here."""
+    (random weights: what is tested is the tool, not the model)."""
     cfg = Config.fromfile(
         str(repo_root / 'configs/benchmarks/mmpretrain' / CONFIG_NAME))
     cfg.merge_from_dict(overrides(data_root))
@@ -57,12 +58,28 @@ def classifier_and_accuracy(repo_root, data_root, path):
     model = MODELS.build(
         dict(cfg.model, data_preprocessor=cfg.data_preprocessor)).eval()
     torch.save({'state_dict': model.state_dict(), 'meta': {}}, path)
-    correct = 0
+    return model, cfg
+
+
+def scores_and_top1(model, cfg):
+    """The model's class scores and top-1 on the test images, computed
+    here."""
+    scores, correct = [], 0
     with torch.no_grad():
         for batch in Runner.build_dataloader(cfg.test_dataloader):
             for sample in model.test_step(batch):
+                scores.append(sample.pred_score)
                 correct += int(sample.pred_label == sample.gt_label)
-    return 100 * correct / len(TEST_IMAGES)
+    return torch.stack(scores), 100 * correct / len(TEST_IMAGES)
+
+
+def check_result(log, out, scores, top1):
+    """The printed top-1 and the dumped scores (``--out``) are the
+    checkpoint's on the test images."""
+    assert float(ACCURACY.search(log).group(1)) == top1
+    dumped = torch.stack([torch.as_tensor(r['pred_score'])
+                          for r in mmengine.load(out)])
+    torch.testing.assert_close(dumped, scores)
 
 
 def site_of_this_checkout(repo_root, site):
@@ -79,19 +96,26 @@ def site_of_this_checkout(repo_root, site):
     return site
 
 
-def mim_test(venv_bin, repo_root, data_root, package, config, checkpoint,
-             work_dir):
+def start_mim_test(venv_bin, repo_root, data_root, package, config,
+                   checkpoint, work_dir):
     cmd = [
         str(venv_bin / 'mim'), 'test', package, config, '--checkpoint',
         str(checkpoint), '--work-dir',
-        str(work_dir), '--cfg-options'
+        str(work_dir), '--out',
+        str(work_dir / 'results.pkl'), '--cfg-options'
     ] + cli(overrides(data_root))
     site = site_of_this_checkout(repo_root, work_dir.with_suffix('.site'))
     env = dict(os.environ, PYTHONPATH=f'{site}:{repo_root}')
-    proc = subprocess.run(
-        cmd, cwd=repo_root, env=env, capture_output=True, text=True,
-        timeout=300)
-    log = proc.stdout + proc.stderr
+    return subprocess.Popen(
+        cmd, cwd=repo_root, env=env, stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT, text=True)
+
+
+def log_of(proc):
+    try:
+        log, _ = proc.communicate(timeout=300)
+    finally:
+        proc.kill()
     assert proc.returncode == 0, log[-3000:]
     return log
 
@@ -99,21 +123,27 @@ def mim_test(venv_bin, repo_root, data_root, package, config, checkpoint,
 def test_mim_test_runs_the_linear_probe_config(tmp_path, repo_root,
                                                 data_root, venv_bin):
     checkpoint = tmp_path / 'linear.pth'
-    expected = classifier_and_accuracy(repo_root, data_root, checkpoint)
-
-    # mmpretrain's own test script, the config by path.
+    model, cfg = small_classifier(repo_root, data_root, checkpoint)
+    # Both at once (each spends most of its time importing).
+    # mmpretrain's own test script, the config by path:
     config = repo_root / 'configs/benchmarks/mmpretrain' / CONFIG_NAME
-    log = mim_test(venv_bin, repo_root, data_root, 'mmpretrain', str(config),
-                   checkpoint, tmp_path / 'mmpretrain')
+    by_mmpretrain = start_mim_test(venv_bin, repo_root, data_root,
+                                   'mmpretrain', str(config), checkpoint,
+                                   tmp_path / 'mmpretrain')
+    # the plugin's tools/test.py, the config by name (found in
+    # mrcl_plugin/.mim/configs):
+    by_plugin = start_mim_test(venv_bin, repo_root, data_root, 'mrcl_plugin',
+                               CONFIG_NAME, checkpoint,
+                               tmp_path / 'mrcl_plugin')
+    scores, top1 = scores_and_top1(model, cfg)
+
+    log = log_of(by_mmpretrain)
     script = re.search(r'Testing command is \S+ (\S+)', log).group(1)
     assert script.endswith('mmpretrain/.mim/tools/test.py')
-    assert float(ACCURACY.search(log).group(1)) == expected
+    check_result(log, tmp_path / 'mmpretrain/results.pkl', scores, top1)
 
-    # The plugin's tools/test.py, the config by name (found in
-    # mrcl_plugin/.mim/configs).
-    log = mim_test(venv_bin, repo_root, data_root, 'mrcl_plugin', CONFIG_NAME,
-                   checkpoint, tmp_path / 'mrcl_plugin')
+    log = log_of(by_plugin)
     assert 'we find the config file in codebase mrcl_plugin' in log
     script = re.search(r'Testing command is \S+ (\S+)', log).group(1)
     assert Path(script).resolve() == repo_root / 'tools' / 'test.py'
-    assert float(ACCURACY.search(log).group(1)) == expected
+    check_result(log, tmp_path / 'mrcl_plugin/results.pkl', scores, top1)
