@@ -1,7 +1,7 @@
 """Test (evaluate) a checkpoint: ``python tools/test.py CONFIG CHECKPOINT``.
 
-The same command line as mmpretrain's tools/test.py (less its --show and
---tta options); `mim test mrcl_plugin` runs this file.
+The same command line as mmpretrain's tools/test.py, less its display, TTA
+and pin-memory options; `mim test mrcl_plugin` runs this file.
 """
 import argparse
 import os
