@@ -27,7 +27,7 @@ from PIL import Image
 
 from mrcl_plugin.analysis import (collect_runs, find_work_dirs, plot_curves,
                                   read_scalars, render_tables)
-from mrcl_plugin.analysis.results import TABLE1
+from mrcl_plugin.analysis.results import TABLE1, _name_method
 from mrcl_plugin.converters import to_mmpretrain
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -39,14 +39,16 @@ KNN_LOGGED = {3: 21.5, 6: 23.25}
 
 
 class KnnStandIn(Hook):
-    """Logs fixed ``knn/top1`` values as a kNN hook would."""
+    """Logs fixed ``knn/top1`` values as the kNN hook does (the same
+    ``add_scalars`` call), without the cost of measuring them."""
 
     def after_train_iter(self, runner, batch_idx, data_batch=None,
                          outputs=None):
         value = KNN_LOGGED.get(runner.iter + 1)
         if value is not None:
-            runner.visualizer.add_scalars({'knn/top1': value},
-                                          step=runner.iter + 1)
+            runner.visualizer.add_scalars(
+                {'knn/top1': value}, step=runner.iter + 1,
+                file_path=f'{runner.timestamp}.json')
 
 
 def _inherit(base: str, folder: Path) -> Config:
@@ -70,6 +72,7 @@ def _pretrain(work_dir: Path, data_root: Path) -> Path:
         'train_dataloader.persistent_workers': False,
         'default_hooks.logger.interval': 1,
         'default_hooks.checkpoint.interval': 6,
+        'custom_hooks': [],  # the stand-in below replaces any kNN hook
     })
     runner = Runner.from_cfg(cfg)
     runner.register_hook(KnnStandIn())
@@ -81,12 +84,12 @@ def _linear_probe(work_dir: Path, backbone: Path, data_root: Path) -> dict:
     cifar = str(data_root / 'cls' / 'cifar10')
     pipeline = [dict(type='LoadImageFromFile'), dict(type='PackInputs')]
 
-    def loader(split, n):
+    def loader(split, indices):
         return dict(
             _delete_=True, batch_size=8, num_workers=0, persistent_workers=False,
             dataset=dict(type='CustomDataset', data_root=cifar,
                          ann_file=f'meta/{split}.txt', data_prefix=split,
-                         indices=n, pipeline=pipeline),
+                         indices=indices, pipeline=pipeline),
             sampler=dict(type='DefaultSampler', shuffle=False))
 
     cfg = _inherit(LINEAR_BASE, work_dir.parent / 'configs')
@@ -103,9 +106,10 @@ def _linear_probe(work_dir: Path, backbone: Path, data_root: Path) -> dict:
         'model.head.in_channels': 192,
         'model.head.num_classes': 10,
         'data_preprocessor.num_classes': 10,
-        'train_dataloader': loader('train', 16),
-        'val_dataloader': loader('test', 40),
-        'test_dataloader': loader('test', 40),
+        # The splits are sorted by class: spread the indices over all ten.
+        'train_dataloader': loader('train', list(range(0, 20000, 1250))),
+        'val_dataloader': loader('test', list(range(0, 10000, 250))),
+        'test_dataloader': loader('test', list(range(0, 10000, 250))),
         'val_evaluator': dict(type='Accuracy', topk=(1, )),
         'test_evaluator': dict(type='Accuracy', topk=(1, )),
         'train_cfg.max_epochs': 1,
@@ -292,3 +296,29 @@ def test_plot_without_knn_says_so_and_without_losses_fails(work_dirs,
                        'loss_contrastive'):
         plot_curves(work_dirs['root'] / 'mrcl-simclr_upernet_ade20k',
                     tmp_path / 'x.png')
+
+
+def test_baseline_and_mr_are_told_apart(tmp_path):
+    # From the pretraining config: the baseline has no mask and no decoder.
+    for name, config in (('run_a', 'baselines/barlowtwins_vit-base-p16_'
+                          '8xb64-coslr-600e_in1k.py'),
+                         ('run_b', 'mrcl/mrcl-simclr_vit-base-p16_'
+                          '8xb64-coslr-600e_in1k.py')):
+        vis = tmp_path / name / '20261124_120000' / 'vis_data'
+        backend = LocalVisBackend(save_dir=str(vis))
+        backend.add_config(Config.fromfile(str(ROOT / 'configs' / config)))
+        backend.add_scalars({'loss_contrastive': 5.0, 'iter': 1}, step=1)
+        backend.add_scalars({'knn/top1': 12.0}, step=1)
+    runs = collect_runs([str(tmp_path)])
+    assert [(r.variant, r.masked) for r in runs] == [('barlowtwins', False),
+                                                    ('simclr', True)]
+    t1 = _section(render_tables(runs), 'Table 1')
+    assert _row(t1, 'BarTwins (w/ ViT)')[6:] == ['missing', '12.0']
+    assert _row(t1, 'MR SimCLR (α=8, λ=5)')[6:] == ['missing', '12.0']
+    assert _row(t1, 'MR BarTwins (α=7, λ=2)')[6:] == ['missing', 'missing']
+    # From names, when the config does not say.
+    assert [_name_method(n) for n in (
+        'mrcl-simclr_vit-base_linear', 'mr_byol-upernet', 'simclr_vit-b',
+        'work_dirs/barlowtwins_vit/iter_10.pth', 'mae_vit-b')] == [
+            ('simclr', True), ('byol', True), ('simclr', False),
+            ('barlowtwins', False), (None, None)]

@@ -103,6 +103,7 @@ class Run:
     masked: Optional[bool] = None
     metrics: Dict[str, float] = field(default_factory=dict)
     last_iter: Optional[int] = None
+    data: str = ''
     problem: str = ''
 
     @property
@@ -219,6 +220,8 @@ def read_run(work_dir: Path) -> Run:
     run = Run(Path(work_dir))
     iters = [r['iter'] for r in records if 'iter' in r]
     run.last_iter = iters[-1] if iters else None
+    data = re.search(r"\bdata_root\s*=\s*'([^']+)'", cfg)
+    run.data = data.group(1).rstrip('/') if data else ''
     run.kind, run.problem = _kind(cfg, logged)
     if run.kind is None:
         return run
@@ -321,8 +324,10 @@ def render_tables(runs: List[Run]) -> str:
         line = f'- `{r.work_dir}`: {r.kind or "?"}'
         if r.variant:
             line += f', {r.method}'
+        if r.data:
+            line += f', data {r.data}'
         if r.last_iter is not None:
-            line += f', {r.last_iter} iterations'
+            line += f', last iteration {r.last_iter}'
         if what:
             line += f', {what}'
         if r.kind == 'finetune' and not r.problem:
