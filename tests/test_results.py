@@ -12,6 +12,7 @@ values are logged during the pretraining by a stand-in for the kNN hook, as
 ``runner.visualizer.add_scalars`` writes them; they are not measured.
 """
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -123,12 +124,15 @@ def _linear_probe(work_dir: Path, backbone: Path, data_root: Path) -> dict:
 
 
 def _write_benchmark_log(work_dir: Path, config: str, train_line: dict,
-                         metrics: dict, step: int) -> None:
-    """A work_dir as mmengine leaves it: config and scalars through its
-    LocalVisBackend, into both files its LoggerHook fills."""
+                         metrics: dict, step: int, **options) -> None:
+    """A work_dir as mmengine leaves it: config (with the ``--cfg-options``
+    ``options``) and scalars through its LocalVisBackend, into both files
+    its LoggerHook fills."""
     stamp = '20261124_120000'
     backend = LocalVisBackend(save_dir=str(work_dir / stamp / 'vis_data'))
-    backend.add_config(_inherit(config, work_dir.parent / 'configs'))
+    cfg = _inherit(config, work_dir.parent / 'configs')
+    cfg.merge_from_dict(options)
+    backend.add_config(cfg)
     for record, at in ((train_line, 1), (metrics, step)):
         backend.add_scalars(record, step=at, file_path=f'{stamp}.json')
 
@@ -322,3 +326,19 @@ def test_baseline_and_mr_are_told_apart(tmp_path):
         'work_dirs/barlowtwins_vit/iter_10.pth', 'mae_vit-b')] == [
             ('simclr', True), ('byol', True), ('simclr', False),
             ('barlowtwins', False), (None, None)]
+
+
+def test_encoder_in_the_work_dir_names_the_method(work_dirs, tmp_path):
+    # As tools/benchmarks/*.sh run it: work_dir named after the pretraining
+    # checkpoint, the converted encoder in it, its path relative to the cwd.
+    work_dir = tmp_path / 'epoch_600'
+    _write_benchmark_log(
+        work_dir,
+        'mmseg::mae/mae-base_upernet_8xb2-amp-160k_ade20k-512x512.py',
+        dict(loss=2.0, iter=1), {'mIoU': 30.0}, step=4, **{
+            'model.backbone.init_cfg.checkpoint':
+            'work_dirs/benchmarks/ade20k/epoch_600/encoder_mmpretrain.pth'})
+    shutil.copy(work_dirs['root'] / 'backbone.pth',
+                work_dir / 'encoder_mmpretrain.pth')
+    text = render_tables(collect_runs([str(work_dir)]))
+    assert _row(_section(text, 'Table 2a'), 'MR BarTwins')[3] == '30.0'

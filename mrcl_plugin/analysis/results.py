@@ -197,12 +197,16 @@ def _method(work_dir: Path, cfg: str,
             not re.search(r'\brec_head\s*=\s*None', cfg)
         return _cfg_str(cfg, 'variant'), masked
     checkpoints = [
-        c for c in re.findall(r"\b(?:checkpoint|load_from)\s*=\s*'([^']+)'",
-                              cfg) if c
+        c for c in re.findall(
+            r"\b(?:checkpoint|load_from|pretrained)\s*=\s*'([^']+)'", cfg)
+        if c
     ]
     for ckpt in checkpoints:
-        if osp.isfile(ckpt):
-            variant, masked = _checkpoint_method(ckpt)
+        # A relative path is the training's cwd's; the benchmark scripts
+        # put the converted encoder in the work_dir itself.
+        for path in (ckpt, str(work_dir / osp.basename(ckpt))):
+            variant, masked = (_checkpoint_method(path) if osp.isfile(path)
+                               else (None, None))
             if variant:
                 return variant, masked
     for name in [work_dir.resolve().name] + checkpoints:
@@ -220,8 +224,8 @@ def read_run(work_dir: Path) -> Run:
     run = Run(Path(work_dir))
     iters = [r['iter'] for r in records if 'iter' in r]
     run.last_iter = iters[-1] if iters else None
-    data = re.search(r"\bdata_root\s*=\s*'([^']+)'", cfg)
-    run.data = data.group(1).rstrip('/') if data else ''
+    run.data = ', '.join(dict.fromkeys(
+        d.rstrip('/') for d in re.findall(r"\bdata_root\s*=\s*'([^']+)'", cfg)))
     run.kind, run.problem = _kind(cfg, logged)
     if run.kind is None:
         return run
