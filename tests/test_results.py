@@ -12,8 +12,8 @@ values are logged during the pretraining by a stand-in for the kNN hook, as
 ``runner.visualizer.add_scalars`` writes them; they are not measured.
 """
 import os
+import runpy
 import shutil
-import subprocess
 import sys
 from pathlib import Path
 
@@ -234,16 +234,22 @@ def test_paper_rows_agree_with_the_metafile():
             assert paper[(variant, True)] == top1
 
 
-def test_tool_renders_a_root_folder(work_dirs):
+def test_tool_renders_a_root_folder(work_dirs, monkeypatch, capsys):
+    # The command line, run in this process (a new interpreter would spend
+    # seconds importing the stack again).
     out = work_dirs['root'] / 'tables.md'
-    done = subprocess.run(
-        [sys.executable, 'tools/analysis/results.py',
-         str(work_dirs['root']), '--out', str(out)],
-        cwd=ROOT, env=dict(os.environ, PYTHONPATH=str(ROOT)),
-        capture_output=True, text=True)
-    assert done.returncode == 0, done.stderr
-    assert done.stdout == out.read_text()
-    assert '| MR SimCLR | 600 | 51.3 | 41.3 |' in done.stdout
+    monkeypatch.setattr(sys, 'argv', [
+        'results.py', str(work_dirs['root']), '--out', str(out)])
+    runpy.run_path(str(ROOT / 'tools/analysis/results.py'),
+                   run_name='__main__')
+    printed = capsys.readouterr().out
+    assert printed == out.read_text()
+    assert '| MR SimCLR | 600 | 51.3 | 41.3 |' in printed
+    monkeypatch.setattr(sys, 'argv', ['results.py', str(ROOT / 'no_dir')])
+    with pytest.raises(SystemExit,
+                       match=f"error: {ROOT / 'no_dir'}: no such work_dir"):
+        runpy.run_path(str(ROOT / 'tools/analysis/results.py'),
+                       run_name='__main__')
 
 
 def test_bad_paths_are_named(tmp_path):
