@@ -286,6 +286,19 @@ def test_plot_draws_the_three_losses_and_knn(work_dirs, tmp_path):
     assert curves['knn/top1'] == ([3, 6], [21.5, 23.25])
 
 
+def test_plot_command_line(work_dirs, tmp_path, monkeypatch, capsys):
+    out = tmp_path / 'cli.png'
+    monkeypatch.setattr(sys, 'argv', [
+        'plot_curves.py', str(work_dirs['root'] / 'mrcl-barlowtwins_pretrain'),
+        '--out', str(out)])
+    runpy.run_path(str(ROOT / 'tools/analysis/plot_curves.py'),
+                   run_name='__main__')
+    _check_png(out)
+    printed = capsys.readouterr().out
+    assert 'knn/top1: 2 points, iterations 3-6, last 23.25' in printed
+    assert printed.endswith(f'curves written to {out}\n')
+
+
 def test_plot_without_knn_says_so_and_without_losses_fails(work_dirs,
                                                           tmp_path):
     # The pretraining log's first three lines, without the kNN records.

@@ -58,7 +58,7 @@ def plot_curves(work_dir: Path, out: Path) -> Dict[str, Series]:
     top.set_title(f'{Path(work_dir).resolve().name}' +
                   (f' (not logged: {", ".join(absent)})' if absent else ''))
     if KNN in curves:
-        bottom.plot(*curves[KNN], marker='o', color='tab:green')
+        bottom.plot(*curves[KNN], marker='o', color='black')
     else:
         bottom.text(0.5, 0.5, f'no {KNN} logged in this work_dir\n'
                     '(add the kNN hook to the config to see it)',
