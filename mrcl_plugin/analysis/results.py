@@ -32,7 +32,7 @@ NAMES = dict(barlowtwins='BarTwins', simclr='SimCLR', byol='BYOL',
 
 # The paper's rows, as printed (arrows dropped). The key is the (variant,
 # MR?) whose runs fill the row; None for other works' rows. Table 2b's
-# MR BarTwins box AP is the table's 53.3 (Sec. 4.4's text says 52.3, but
+# MR BarTwins box AP is the table's 53.3 (Sec. 4.2's text says 52.3, but
 # the table's "up 0.9 over MAE's 52.4" agrees with 53.3).
 # Table 1: method, arch, params (M), pretraining epochs, supervision, top-1.
 TABLE1 = [
