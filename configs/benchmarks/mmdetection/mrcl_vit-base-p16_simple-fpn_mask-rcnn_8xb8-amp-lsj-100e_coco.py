@@ -74,6 +74,11 @@ optim_wrapper = dict(
         norm_decay_mult=0.,
         custom_keys={'.pos_embed': dict(decay_mult=0.)}))
 
+# Loud loading, as in the ADE20K config (the encoder's final norm ln1 is
+# not used: final_norm=False).
 custom_hooks = [
-    dict(type='mmpretrain.PretrainedCheckHook', module='backbone')
+    dict(
+        type='mmpretrain.PretrainedCheckHook',
+        module='backbone',
+        ignore_keys=['ln1.weight', 'ln1.bias'])
 ]

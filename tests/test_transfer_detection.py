@@ -1,0 +1,172 @@
+"""COCO Mask R-CNN benchmark config: it builds through mmdet's inheritance
+chain; the simple feature pyramid gives strides 4-64 at 256 channels; a
+shrunken copy trains from a converted MRCL checkpoint (a patch-16 encoder
+pretrained here for 2 iterations on the real Tiny-ImageNet sample) and
+evaluates box and mask AP on the 100 real images of the COCO sample; a
+checkpoint that does not fit fails at start."""
+import os
+
+import pytest
+import torch
+from mmengine.config import Config
+from mmengine.registry import init_default_scope
+from mmengine.runner import Runner
+
+import mrcl_plugin  # noqa: F401
+from transfer_testing import (DET_CONFIG, ROOT, convert, cpu_runner,
+                              expected_backbone, run_log, vit_arch)
+
+TINY_IMAGENET_CONFIG = ROOT / ('configs/mrcl/mrcl-barlowtwins_vit-tiny-p8_'
+                               '1xb64-coslr-300it_tiny-imagenet.py')
+FINAL_NORM = ('ln1.weight', 'ln1.bias')
+
+
+def test_config_builds_unmodified():
+    from mmdet.registry import MODELS
+    cfg = Config.fromfile(str(DET_CONFIG))
+    assert cfg.default_scope == 'mmdet'
+    init_default_scope('mmdet')
+    model = MODELS.build(cfg.model)
+    assert type(model).__name__ == 'MaskRCNN'
+    assert type(model.backbone).__name__ == 'VisionTransformer'
+    assert model.backbone.patch_resolution == (64, 64)  # 1024 px / 16
+    assert type(model.neck).__name__ == 'SimpleFeaturePyramid'
+    assert type(model.roi_head.bbox_head).__name__ == 'Shared4Conv1FCBBoxHead'
+    # the LSJ recipe of mmdet: 1024 crops, 25 epochs x RepeatDataset 4
+    assert cfg.image_size == (1024, 1024)
+    assert cfg.train_dataloader.dataset.times * cfg.max_epochs == 100
+    assert cfg.optim_wrapper.paramwise_cfg.layer_decay_rate == 0.7
+    assert cfg.model.backbone.drop_path_rate == 0.1
+
+
+def test_simple_feature_pyramid_strides_and_channels():
+    from mmdet.registry import MODELS
+    cfg = Config.fromfile(str(DET_CONFIG))
+    init_default_scope('mmdet')
+    neck = MODELS.build(cfg.model.neck)
+    x = torch.randn(2, 768, 8, 12)  # the stride-16 map of a 128x192 image
+    outs = neck((x, ))
+    assert [tuple(o.shape) for o in outs] == [(2, 256, 128 // s, 192 // s)
+                                             for s in (4, 8, 16, 32, 64)]
+    assert [s for s in cfg.model.rpn_head.anchor_generator.strides] == [
+        4, 8, 16, 32, 64]
+    norms = [m for m in neck.modules() if type(m).__name__ == 'LayerNorm2d']
+    assert len(norms) == 1 + 2 * 4  # stride-4 deconvs, then 2 per level
+    with pytest.raises(ValueError, match='neck.num_outs must be 4 or 5'):
+        MODELS.build(dict(cfg.model.neck, num_outs=3))
+
+
+@pytest.fixture(scope='module')
+def patch16_checkpoint(tmp_path_factory, data_root):
+    """A real MRCL pretraining run with 16 px patches: 2 iterations of
+    MR-BarlowTwins at batch 8 on 64 px Tiny-ImageNet images."""
+    work = tmp_path_factory.mktemp('mrcl_patch16')
+    old = os.environ.get('MRCL_DATA')
+    os.environ['MRCL_DATA'] = str(data_root)
+    try:
+        cfg = Config.fromfile(str(TINY_IMAGENET_CONFIG))
+    finally:
+        if old is None:
+            del os.environ['MRCL_DATA']
+        else:
+            os.environ['MRCL_DATA'] = old
+    cfg.merge_from_dict({
+        'work_dir': str(work),
+        'model.backbone.patch_size': 16,
+        'model.decoder.patch_size': 16,
+        'model.decoder.num_patches': 16,
+        'model.rec_head.patch_size': 16,
+        'train_cfg.max_iters': 2,
+        'train_dataloader.batch_size': 8,
+        'train_dataloader.num_workers': 0,
+        'train_dataloader.persistent_workers': False,
+        'default_hooks.checkpoint.interval': 2,
+    })
+    Runner.from_cfg(cfg).train()
+    return work / 'iter_2.pth'
+
+
+def small_config(cfg, meta, data_root, pretrained):
+    """The real config shrunk: the patch-16 encoder at 256 px, 64-channel
+    pyramid and heads, the real COCO sample."""
+    cfg.model.backbone.update(
+        arch=vit_arch(meta), img_size=256, out_indices=[meta['num_layers'] - 1],
+        drop_path_rate=0.)
+    cfg.model.backbone.init_cfg.checkpoint = str(pretrained)
+    c = 64
+    cfg.model.data_preprocessor.batch_augments[0].size = (256, 256)
+    cfg.model.neck.update(in_channels=meta['embed_dims'], out_channels=c)
+    cfg.model.rpn_head.update(in_channels=c, feat_channels=c)
+    roi = cfg.model.roi_head
+    roi.bbox_roi_extractor.out_channels = c
+    roi.bbox_head.update(in_channels=c, conv_out_channels=c,
+                         fc_out_channels=128)
+    roi.mask_roi_extractor.out_channels = c
+    roi.mask_head.update(in_channels=c, conv_out_channels=c)
+    cfg.model.test_cfg.rpn.update(nms_pre=300, max_per_img=300)
+    cfg.model.train_cfg.rpn_proposal.update(nms_pre=500, max_per_img=500)
+
+    root = str(data_root / 'coco_tiny') + '/'
+    train = cfg.train_dataloader.dataset.dataset
+    train.update(data_root=root)
+    for t in train.pipeline:
+        if t['type'] in ('RandomResize', 'RandomCrop'):
+            t[{'RandomResize': 'scale', 'RandomCrop': 'crop_size'}[
+                t['type']]] = (256, 256)
+    cfg.train_dataloader.batch_size = 2
+    cfg.val_dataloader.dataset.update(data_root=root)
+    cfg.val_dataloader.dataset.pipeline[1].scale = (320, 256)
+    cfg.test_dataloader = cfg.val_dataloader
+    cfg.val_evaluator.ann_file = root + 'annotations/instances_val2017.json'
+    cfg.test_evaluator = cfg.val_evaluator
+    return cfg
+
+
+def test_small_run_from_mrcl_checkpoint(patch16_checkpoint, data_root,
+                                        tmp_path):
+    path = tmp_path / 'encoder.pth'
+    ckpt = convert(patch16_checkpoint, path)
+    assert ckpt['meta']['patch_size'] == 16
+    cfg = small_config(Config.fromfile(str(DET_CONFIG)), ckpt['meta'],
+                       data_root, path)
+    runner = Runner.from_cfg(cpu_runner(cfg, tmp_path / 'run', max_iters=2))
+    backbone = runner.model.backbone
+    runner.model.init_weights()
+    own = backbone.state_dict()
+    expected = expected_backbone(ckpt, backbone, ignore=FINAL_NORM)
+    assert sorted(own) == sorted(expected)
+    assert own['pos_embed'].shape == (1, 1 + 16 * 16, 192)  # 4x4 -> 16x16
+    for name, tensor in expected.items():
+        torch.testing.assert_close(own[name], tensor, msg=name)
+
+    runner.train()
+    assert 'model.backbone: 100 tensors loaded from' in run_log(tmp_path /
+                                                                  'run')
+    metrics = runner.val()
+    for key in ('coco/bbox_mAP', 'coco/bbox_mAP_50', 'coco/segm_mAP'):
+        assert 0 <= metrics[key] <= 1, key
+    assert len(runner.val_dataloader.dataset) == 100
+
+
+def test_raw_mrcl_checkpoint_fails_at_start(patch16_checkpoint, data_root,
+                                            tmp_path):
+    meta = dict(embed_dims=192, num_layers=6, num_heads=3,
+                feedforward_channels=768)
+    cfg = small_config(Config.fromfile(str(DET_CONFIG)), meta, data_root,
+                       patch16_checkpoint)
+    runner = Runner.from_cfg(cpu_runner(cfg, tmp_path, max_iters=1))
+    with pytest.raises(ValueError) as error:
+        runner.train()
+    message = str(error.value)
+    assert f'{patch16_checkpoint} does not fit model.backbone' in message
+    assert 'missing keys [cls_token, layers.0.attn.proj.bias' in message
+    assert 'unexpected keys [backbone.cls_token' in message
+    assert runner.train_loop.iter == 0
+
+    # the same file with the prefix named loads
+    cfg.model.backbone.init_cfg.prefix = 'backbone.'
+    runner = Runner.from_cfg(cpu_runner(cfg, tmp_path / 'prefixed', 1))
+    runner.model.init_weights()
+    hook = next(h for h in runner.hooks
+                if type(h).__name__ == 'PretrainedCheckHook')
+    hook.before_train(runner)

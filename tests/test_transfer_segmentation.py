@@ -1,0 +1,207 @@
+"""ADE20K UperNet benchmark config: it builds through mmseg's inheritance
+chain; a shrunken copy trains from a converted MRCL checkpoint and evaluates
+mIoU on the real COCO-in-ADE-layout sample; a checkpoint that does not fit
+fails at start; the layer-decay ids are as documented."""
+import pytest
+import torch
+from mmengine.config import Config
+from mmengine.registry import init_default_scope
+from mmengine.runner import Runner
+
+import mrcl_plugin  # noqa: F401
+from transfer_testing import (SEG_CONFIG, convert, cpu_runner,
+                              expected_backbone, run_log, vit_arch)
+
+FINAL_NORM = ('ln1.weight', 'ln1.bias')
+
+
+def test_config_builds_unmodified():
+    from mmseg.registry import MODELS
+    cfg = Config.fromfile(str(SEG_CONFIG))
+    assert cfg.default_scope == 'mmseg'
+    init_default_scope('mmseg')
+    model = MODELS.build(cfg.model)
+    backbone = model.backbone
+    assert type(backbone).__name__ == 'VisionTransformer'
+    assert type(backbone).__module__.startswith('mmpretrain.')
+    assert backbone.patch_resolution == (32, 32)  # 512 px / 16
+    assert backbone.out_indices == [3, 5, 7, 11]
+    assert (backbone.embed_dims, backbone.num_layers) == (768, 12)
+    # mmseg's MAE recipe is kept: UperNet, its neck and heads, 160k its
+    assert type(model.neck).__name__ == 'Feature2Pyramid'
+    assert type(model.decode_head).__name__ == 'UPerHead'
+    assert cfg.train_cfg.max_iters == 160000
+    assert cfg.optim_wrapper.optimizer.lr == 1e-4
+    assert cfg.optim_wrapper.paramwise_cfg.layer_decay_rate == 0.65
+    assert cfg.model.test_cfg.mode == 'slide'
+
+
+def test_mmseg_layer_decay_rejects_mmpretrain_vit():
+    """Why the config does not use mmseg's constructor: it chooses its
+    layer-id rule by the backbone class name."""
+    from mmseg.engine.optimizers import LayerDecayOptimizerConstructor
+    from mmseg.registry import MODELS
+    cfg = small_config(Config.fromfile(str(SEG_CONFIG)), SMALL_META)
+    init_default_scope('mmseg')
+    model = MODELS.build(cfg.model)
+    constructor = LayerDecayOptimizerConstructor(
+        dict(type='OptimWrapper', optimizer=dict(type='AdamW', lr=1e-4)),
+        dict(num_layers=6, layer_decay_rate=0.65))
+    with pytest.raises(NotImplementedError):
+        constructor(model)
+
+
+def test_layer_decay_ids():
+    from mmengine.optim import build_optim_wrapper
+    from mmseg.registry import MODELS
+    cfg = small_config(Config.fromfile(str(SEG_CONFIG)), SMALL_META)
+    init_default_scope('mmseg')
+    model = MODELS.build(cfg.model)
+    groups = {
+        g['param_name']: g
+        for g in build_optim_wrapper(model, cfg.optim_wrapper)
+        .optimizer.param_groups
+    }
+    L, rate, lr = 6, 0.65, 1e-4
+    expected_ids = {
+        'backbone.cls_token': 0,
+        'backbone.pos_embed': 0,
+        'backbone.patch_embed.projection.weight': 0,
+        'backbone.layers.0.ln1.weight': 1,
+        'backbone.layers.0.attn.qkv.weight': 1,
+        'backbone.layers.3.ffn.layers.1.weight': 4,
+        'backbone.layers.5.ln2.bias': 6,
+        'neck.upsample_4x.0.weight': L + 1,
+        'decode_head.conv_seg.weight': L + 1,
+        'auxiliary_head.conv_seg.weight': L + 1,
+    }
+    for name, layer_id in expected_ids.items():
+        assert groups[name]['layer_id'] == layer_id, name
+        assert groups[name]['lr'] == pytest.approx(lr * rate**(L + 1 -
+                                                                layer_id))
+    assert sorted({g['layer_id'] for g in groups.values()}) == list(
+        range(L + 2))
+    # no weight decay on norms, biases, pos_embed, cls_token
+    for name in ('backbone.cls_token', 'backbone.pos_embed',
+                 'backbone.layers.0.ln1.weight', 'backbone.layers.5.ln2.bias',
+                 'backbone.layers.0.attn.qkv.bias'):
+        assert groups[name]['weight_decay'] == 0, name
+    assert groups['backbone.layers.0.attn.qkv.weight']['weight_decay'] == 0.05
+
+
+# the mrcl_checkpoint fixture's encoder
+SMALL_META = dict(embed_dims=192, num_layers=6, num_heads=3,
+                  feedforward_channels=768, patch_size=4)
+
+
+def small_config(cfg, meta, data_root=None, pretrained=None):
+    """The real config shrunk: the fixture's ViT (patch 4) at 64 px
+    crops, narrow heads, BN for SyncBN, the COCO sample's 133 classes."""
+    cfg.model.backbone.update(
+        arch=vit_arch(meta), patch_size=meta['patch_size'], img_size=64,
+        out_indices=[1, 2, 3, 5], drop_path_rate=0.)
+    if pretrained:
+        cfg.model.backbone.init_cfg.checkpoint = str(pretrained)
+    bn = dict(type='BN', requires_grad=True)
+    cfg.model.data_preprocessor.size = (64, 64)
+    cfg.model.neck.update(embed_dim=meta['embed_dims'], norm_cfg=bn)
+    cfg.model.decode_head.update(in_channels=[meta['embed_dims']] * 4,
+                                 channels=32, num_classes=133, norm_cfg=bn)
+    cfg.model.auxiliary_head.update(in_channels=meta['embed_dims'],
+                                    channels=16, num_classes=133, norm_cfg=bn)
+    cfg.model.test_cfg = dict(mode='slide', crop_size=(64, 64),
+                              stride=(43, 43))
+    if data_root is not None:
+        root = data_root / 'coco_semseg_ade_layout'
+        classes = tuple((root / 'classes.txt').read_text().split('\n')[:133])
+        pipelines = dict(
+            training=[
+                dict(type='LoadImageFromFile'),
+                dict(type='LoadAnnotations', reduce_zero_label=True),
+                dict(type='RandomResize', scale=(256, 64),
+                     ratio_range=(0.5, 2.0), keep_ratio=True),
+                dict(type='RandomCrop', crop_size=(64, 64),
+                     cat_max_ratio=0.75),
+                dict(type='RandomFlip', prob=0.5),
+                dict(type='PackSegInputs')
+            ],
+            validation=[
+                dict(type='LoadImageFromFile'),
+                dict(type='Resize', scale=(256, 64), keep_ratio=True),
+                dict(type='LoadAnnotations', reduce_zero_label=True),
+                dict(type='PackSegInputs')
+            ])
+        for loader, split in (('train_dataloader', 'training'),
+                              ('val_dataloader', 'validation')):
+            cfg[loader].dataset = dict(
+                type='BaseSegDataset', data_root=str(root),
+                metainfo=dict(classes=classes), reduce_zero_label=True,
+                data_prefix=dict(img_path=f'images/{split}',
+                                 seg_map_path=f'annotations/{split}'),
+                pipeline=pipelines[split])
+        cfg.train_dataloader.batch_size = 4
+        cfg.test_dataloader = cfg.val_dataloader
+    return cfg
+
+
+@pytest.fixture(scope='module')
+def encoder(mrcl_checkpoint, tmp_path_factory):
+    path = tmp_path_factory.mktemp('seg_encoder') / 'encoder.pth'
+    return path, convert(mrcl_checkpoint, path)
+
+
+def test_small_run_from_mrcl_checkpoint(encoder, data_root, tmp_path):
+    path, ckpt = encoder
+    assert ckpt['meta']['patch_size'] == SMALL_META['patch_size']
+    cfg = small_config(Config.fromfile(str(SEG_CONFIG)), ckpt['meta'],
+                       data_root, path)
+    runner = Runner.from_cfg(cpu_runner(cfg, tmp_path, max_iters=3))
+    backbone = runner.model.backbone
+    runner.model.init_weights()
+    own = backbone.state_dict()
+    expected = expected_backbone(ckpt, backbone, ignore=FINAL_NORM)
+    assert sorted(own) == sorted(expected)
+    assert own['pos_embed'].shape == (1, 1 + 16 * 16, 192)  # 8x8 -> 16x16
+    for name, tensor in expected.items():
+        torch.testing.assert_close(own[name], tensor, msg=name)
+
+    runner.train()
+    assert 'model.backbone: 100 tensors loaded from' in run_log(tmp_path)
+    changed = [k for k, v in backbone.state_dict().items()
+               if not torch.equal(v, expected[k])]
+    assert changed, 'three training iterations left the backbone unchanged'
+    metrics = runner.val()
+    assert set(metrics) >= {'aAcc', 'mIoU', 'mAcc'}
+    assert 0 <= metrics['mIoU'] <= 100 and metrics['aAcc'] > 0
+    assert len(runner.val_dataloader.dataset) == 100
+
+
+def test_raw_mrcl_checkpoint_fails_at_start(mrcl_checkpoint, data_root,
+                                            tmp_path):
+    """The pretraining checkpoint itself has ``backbone.``-prefixed keys."""
+    cfg = small_config(Config.fromfile(str(SEG_CONFIG)), SMALL_META,
+                       data_root, mrcl_checkpoint)
+    runner = Runner.from_cfg(cpu_runner(cfg, tmp_path, max_iters=1))
+    with pytest.raises(ValueError) as error:
+        runner.train()
+    message = str(error.value)
+    assert str(mrcl_checkpoint) in message
+    assert 'missing keys [cls_token, layers.0.attn.proj.bias' in message
+    assert 'unexpected keys [backbone.cls_token' in message
+    assert runner.train_loop.iter == 0
+
+
+def test_other_arch_fails_at_start(encoder, data_root, tmp_path):
+    """The fixture's 6-layer encoder into a 4-layer, 96-wide ViT."""
+    path, _ = encoder
+    meta = dict(SMALL_META, embed_dims=96, num_layers=4)
+    cfg = small_config(Config.fromfile(str(SEG_CONFIG)), meta, data_root,
+                       path)
+    cfg.model.backbone.out_indices = [0, 1, 2, 3]
+    runner = Runner.from_cfg(cpu_runner(cfg, tmp_path, max_iters=1))
+    with pytest.raises(ValueError) as error:
+        runner.train()
+    message = str(error.value)
+    assert 'unexpected keys [layers.4.attn.proj.bias' in message
+    assert 'shape mismatches (checkpoint vs model) [cls_token (1, 1, 192) ' \
+        'vs (1, 1, 96)' in message
