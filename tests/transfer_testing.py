@@ -39,7 +39,7 @@ def cpu_runner(cfg: Config, work_dir: Path, max_iters: int) -> Config:
         cfg[loader].update(num_workers=0, persistent_workers=False)
     cfg.optim_wrapper.type = 'OptimWrapper'
     cfg.train_cfg = dict(type='IterBasedTrainLoop', max_iters=max_iters,
-                         val_interval=max_iters + 1)
+                         val_begin=max_iters + 1)
     cfg.param_scheduler = None
     cfg.default_hooks.checkpoint = dict(type='CheckpointHook',
                                         interval=10_000)
