@@ -6,7 +6,6 @@ evaluates box and mask AP on 40 of the real validation images of the COCO
 sample; a
 checkpoint that does not fit fails at start."""
 import json
-import os
 
 import pytest
 import torch
@@ -15,12 +14,10 @@ from mmengine.registry import init_default_scope
 from mmengine.runner import Runner
 
 import mrcl_plugin  # noqa: F401
-from transfer_testing import (DET_CONFIG, ROOT, convert, cpu_runner,
-                              expected_backbone, run_log, vit_arch)
+from transfer_testing import (DET_CONFIG, convert, cpu_runner,
+                              init_from_checkpoint, train_from_checkpoint,
+                              vit_arch)
 
-TINY_IMAGENET_CONFIG = ROOT / ('configs/mrcl/mrcl-barlowtwins_vit-tiny-p8_'
-                               '1xb64-coslr-300it_tiny-imagenet.py')
-FINAL_NORM = ('ln1.weight', 'ln1.bias')
 VAL_IMAGES = 40
 
 
@@ -57,36 +54,6 @@ def test_simple_feature_pyramid_strides_and_channels():
     assert len(norms) == 1 + 2 * 4  # stride-4 deconvs, then 2 per level
     with pytest.raises(ValueError, match='neck.num_outs must be 4 or 5'):
         MODELS.build(dict(cfg.model.neck, num_outs=3))
-
-
-@pytest.fixture(scope='module')
-def patch16_checkpoint(tmp_path_factory, data_root):
-    """A real MRCL pretraining run with 16 px patches: 2 iterations of
-    MR-BarlowTwins at batch 8 on 64 px Tiny-ImageNet images."""
-    work = tmp_path_factory.mktemp('mrcl_patch16')
-    old = os.environ.get('MRCL_DATA')
-    os.environ['MRCL_DATA'] = str(data_root)
-    try:
-        cfg = Config.fromfile(str(TINY_IMAGENET_CONFIG))
-    finally:
-        if old is None:
-            del os.environ['MRCL_DATA']
-        else:
-            os.environ['MRCL_DATA'] = old
-    cfg.merge_from_dict({
-        'work_dir': str(work),
-        'model.backbone.patch_size': 16,
-        'model.decoder.patch_size': 16,
-        'model.decoder.num_patches': 16,
-        'model.rec_head.patch_size': 16,
-        'train_cfg.max_iters': 2,
-        'train_dataloader.batch_size': 8,
-        'train_dataloader.num_workers': 0,
-        'train_dataloader.persistent_workers': False,
-        'default_hooks.checkpoint.interval': 2,
-    })
-    Runner.from_cfg(cfg).train()
-    return work / 'iter_2.pth'
 
 
 def val_subset(data_root, dst, n=VAL_IMAGES):
@@ -141,45 +108,35 @@ def small_config(cfg, meta, data_root, pretrained, val_ann=None):
     return cfg
 
 
-def test_small_run_from_mrcl_checkpoint(patch16_checkpoint, data_root,
+def test_small_run_from_mrcl_checkpoint(mrcl_checkpoint_p16, data_root,
                                         tmp_path):
     path = tmp_path / 'encoder.pth'
-    ckpt = convert(patch16_checkpoint, path)
+    ckpt = convert(mrcl_checkpoint_p16, path)
     assert ckpt['meta']['patch_size'] == 16
     # the first VAL_IMAGES of the 100 (Mask R-CNN on 2 CPU cores)
     val_ann = val_subset(data_root, tmp_path / 'val.json')
     cfg = small_config(Config.fromfile(str(DET_CONFIG)), ckpt['meta'],
                        data_root, path, val_ann)
     runner = Runner.from_cfg(cpu_runner(cfg, tmp_path / 'run', max_iters=2))
-    backbone = runner.model.backbone
-    runner.model.init_weights()
-    own = backbone.state_dict()
-    expected = expected_backbone(ckpt, backbone, ignore=FINAL_NORM)
-    assert sorted(own) == sorted(expected)
-    assert own['pos_embed'].shape == (1, 1 + 16 * 16, 192)  # 4x4 -> 16x16
-    for name, tensor in expected.items():
-        torch.testing.assert_close(own[name], tensor, msg=name)
-
-    runner.train()
-    assert f'model.backbone: {len(expected)} tensors loaded from' in run_log(tmp_path /
-                                                                  'run')
+    expected = init_from_checkpoint(runner, ckpt, grid=16)  # 4x4 -> 16x16
+    train_from_checkpoint(runner, expected)
     metrics = runner.val()
     for key in ('coco/bbox_mAP', 'coco/bbox_mAP_50', 'coco/segm_mAP'):
         assert 0 <= metrics[key] <= 1, key
     assert len(runner.val_dataloader.dataset) == VAL_IMAGES
 
 
-def test_raw_mrcl_checkpoint_fails_at_start(patch16_checkpoint, data_root,
+def test_raw_mrcl_checkpoint_fails_at_start(mrcl_checkpoint_p16, data_root,
                                             tmp_path):
     meta = dict(embed_dims=192, num_layers=6, num_heads=3,
                 feedforward_channels=768)
     cfg = small_config(Config.fromfile(str(DET_CONFIG)), meta, data_root,
-                       patch16_checkpoint)
+                       mrcl_checkpoint_p16)
     runner = Runner.from_cfg(cpu_runner(cfg, tmp_path, max_iters=1))
     with pytest.raises(ValueError) as error:
         runner.train()
     message = str(error.value)
-    assert f'{patch16_checkpoint} does not fit model.backbone' in message
+    assert f'{mrcl_checkpoint_p16} does not fit model.backbone' in message
     assert 'missing keys [cls_token, layers.0.attn.proj.bias' in message
     assert 'unexpected keys [backbone.cls_token' in message
     assert runner.train_loop.iter == 0

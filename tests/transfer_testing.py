@@ -11,6 +11,7 @@ from mrcl_plugin.converters import to_mmpretrain
 ROOT = Path(__file__).resolve().parents[1]
 SEG_CONFIG = ROOT / ('configs/benchmarks/mmsegmentation/'
                      'mrcl_vit-base-p16_upernet_8xb2-amp-160k_ade20k-512x512.py')
+FINAL_NORM = ('ln1.weight', 'ln1.bias')  # not used: final_norm=False
 DET_CONFIG = ROOT / ('configs/benchmarks/mmdetection/mrcl_vit-base-p16_'
                      'simple-fpn_mask-rcnn_8xb8-amp-lsj-100e_coco.py')
 
@@ -60,5 +61,29 @@ def expected_backbone(encoder: dict, backbone, ignore=()) -> dict:
     return state
 
 
-def run_log(work_dir: Path) -> str:
-    return '\n'.join(p.read_text() for p in Path(work_dir).glob('*/*.log'))
+def init_from_checkpoint(runner, encoder: dict, grid: int) -> dict:
+    """Init the runner's model and assert that every backbone tensor is the
+    checkpoint's, ``pos_embed`` resized to ``grid`` x ``grid``; returns the
+    expected tensors."""
+    backbone = runner.model.backbone
+    runner.model.init_weights()
+    own = backbone.state_dict()
+    expected = expected_backbone(encoder, backbone, ignore=FINAL_NORM)
+    assert sorted(own) == sorted(expected)
+    assert own['pos_embed'].shape == (1, 1 + grid * grid,
+                                      encoder['meta']['embed_dims'])
+    for name, tensor in expected.items():
+        torch.testing.assert_close(own[name], tensor, msg=name)
+    return expected
+
+
+def train_from_checkpoint(runner, expected: dict) -> None:
+    """Train; the loud-loading hook logged the tensors and the backbone
+    moved away from the checkpoint."""
+    runner.train()
+    log = '\n'.join(
+        p.read_text() for p in Path(runner.work_dir).glob('*/*.log'))
+    assert f'model.backbone: {len(expected)} tensors loaded from' in log
+    changed = [k for k, v in runner.model.backbone.state_dict().items()
+               if not torch.equal(v, expected[k])]
+    assert changed, 'training left the backbone unchanged'
