@@ -174,3 +174,24 @@ def test_other_arch_fails_at_start(encoder, data_root, tmp_path):
     assert 'unexpected keys [layers.4.attn.proj.bias' in message
     assert 'shape mismatches (checkpoint vs model) [cls_token (1, 1, 192) ' \
         'vs (1, 1, 96)' in message
+
+
+def test_check_hook_finds_weights_that_did_not_arrive(encoder):
+    """Keys that fit but an init that never loaded them (the model is left
+    at its random init) fail too; after resume/load_from only keys count."""
+    from unittest import mock
+
+    from mmseg.registry import MODELS
+
+    from mrcl_plugin.engine.hooks import PretrainedCheckHook
+    path, ckpt = encoder
+    cfg = small_config(Config.fromfile(str(SEG_CONFIG)), ckpt['meta'],
+                       pretrained=path)
+    init_default_scope('mmseg')
+    hook = PretrainedCheckHook(ignore_keys=['ln1.weight', 'ln1.bias'])
+    runner = mock.Mock(model=MODELS.build(cfg.model), _has_loaded=False)
+    with pytest.raises(ValueError, match=r'tensors did not arrive \['
+                       r'cls_token, pos_embed, patch_embed.projection'):
+        hook.before_train(runner)
+    runner._has_loaded = True
+    hook.before_train(runner)

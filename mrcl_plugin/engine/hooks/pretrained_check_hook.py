@@ -74,7 +74,10 @@ class PretrainedCheckHook(Hook):
             problems.append(f'{len(shapes)} shape mismatches (checkpoint vs '
                             f'model) {_names(shapes)}')
         if not problems and not runner._has_loaded:
-            lost = [k for k in own if not torch.equal(own[k].cpu(), state[k])]
+            lost = [
+                k for k in own
+                if not torch.equal(own[k].cpu(), state[k].to(own[k].dtype))
+            ]
             if lost:
                 problems.append(
                     f'{len(lost)} tensors did not arrive {_names(lost)}')
