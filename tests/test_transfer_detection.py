@@ -47,9 +47,9 @@ def test_simple_feature_pyramid_strides_and_channels():
     x = torch.randn(2, 768, 8, 12)  # the stride-16 map of a 128x192 image
     outs = neck((x, ))
     assert [tuple(o.shape) for o in outs] == [(2, 256, 128 // s, 192 // s)
-                                             for s in (4, 8, 16, 32, 64)]
-    assert [s for s in cfg.model.rpn_head.anchor_generator.strides] == [
-        4, 8, 16, 32, 64]
+                                              for s in (4, 8, 16, 32, 64)]
+    assert [s for s in cfg.model.rpn_head.anchor_generator.strides
+            ] == [4, 8, 16, 32, 64]
     norms = [m for m in neck.modules() if type(m).__name__ == 'LayerNorm2d']
     assert len(norms) == 1 + 2 * 4  # stride-4 deconvs, then 2 per level
     with pytest.raises(ValueError, match='neck.num_outs must be 4 or 5'):
@@ -64,7 +64,9 @@ def val_subset(data_root, dst, n=VAL_IMAGES):
                       'instances_val2017.json').read_text())
     ann['images'] = ann['images'][:n]
     ids = {img['id'] for img in ann['images']}
-    ann['annotations'] = [a for a in ann['annotations'] if a['image_id'] in ids]
+    ann['annotations'] = [
+        a for a in ann['annotations'] if a['image_id'] in ids
+    ]
     dst.write_text(json.dumps(ann))
     return dst
 
@@ -72,9 +74,10 @@ def val_subset(data_root, dst, n=VAL_IMAGES):
 def small_config(cfg, meta, data_root, pretrained, val_ann=None):
     """The real config shrunk: the patch-16 encoder at 256 px, 64-channel
     pyramid and heads, the real COCO sample (val: ``val_ann``)."""
-    cfg.model.backbone.update(
-        arch=vit_arch(meta), img_size=256, out_indices=[meta['num_layers'] - 1],
-        drop_path_rate=0.)
+    cfg.model.backbone.update(arch=vit_arch(meta),
+                              img_size=256,
+                              out_indices=[meta['num_layers'] - 1],
+                              drop_path_rate=0.)
     cfg.model.backbone.init_cfg.checkpoint = str(pretrained)
     c = 64
     cfg.model.data_preprocessor.batch_augments[0].size = (256, 256)
@@ -82,7 +85,8 @@ def small_config(cfg, meta, data_root, pretrained, val_ann=None):
     cfg.model.rpn_head.update(in_channels=c, feat_channels=c)
     roi = cfg.model.roi_head
     roi.bbox_roi_extractor.out_channels = c
-    roi.bbox_head.update(in_channels=c, conv_out_channels=c,
+    roi.bbox_head.update(in_channels=c,
+                         conv_out_channels=c,
                          fc_out_channels=128)
     roi.mask_roi_extractor.out_channels = c
     roi.mask_head.update(in_channels=c, conv_out_channels=c)
@@ -96,8 +100,10 @@ def small_config(cfg, meta, data_root, pretrained, val_ann=None):
     train.update(data_root=root)
     for t in train.pipeline:
         if t['type'] in ('RandomResize', 'RandomCrop'):
-            t[{'RandomResize': 'scale', 'RandomCrop': 'crop_size'}[
-                t['type']]] = (256, 256)
+            t[{
+                'RandomResize': 'scale',
+                'RandomCrop': 'crop_size'
+            }[t['type']]] = (256, 256)
     cfg.train_dataloader.batch_size = 2
     val_ann = str(val_ann or root + 'annotations/instances_val2017.json')
     cfg.val_dataloader.dataset.update(data_root=root, ann_file=val_ann)
@@ -128,7 +134,9 @@ def test_small_run_from_mrcl_checkpoint(mrcl_checkpoint_p16, data_root,
 
 def test_raw_mrcl_checkpoint_fails_at_start(mrcl_checkpoint_p16, data_root,
                                             tmp_path):
-    meta = dict(embed_dims=192, num_layers=6, num_heads=3,
+    meta = dict(embed_dims=192,
+                num_layers=6,
+                num_heads=3,
                 feedforward_channels=768)
     cfg = small_config(Config.fromfile(str(DET_CONFIG)), meta, data_root,
                        mrcl_checkpoint_p16)

@@ -1,7 +1,7 @@
 """ADE20K UperNet benchmark config: it builds through mmseg's inheritance
 chain; a shrunken copy trains from a converted MRCL checkpoint and evaluates
-mIoU on the whole validation split of the real ADE20K sample; a checkpoint that does not fit
-fails at start; the layer-decay ids are as documented."""
+mIoU on the whole validation split of the real ADE20K sample; a checkpoint
+that does not fit fails at start; the layer-decay ids are as documented."""
 import pytest
 import torch
 from mmengine.config import Config
@@ -58,8 +58,8 @@ def test_layer_decay_ids():
     model = MODELS.build(cfg.model)
     groups = {
         g['param_name']: g
-        for g in build_optim_wrapper(model, cfg.optim_wrapper)
-        .optimizer.param_groups
+        for g in build_optim_wrapper(model,
+                                     cfg.optim_wrapper).optimizer.param_groups
     }
     L, rate, lr = 6, 0.65, 1e-4
     expected_ids = {
@@ -76,10 +76,10 @@ def test_layer_decay_ids():
     }
     for name, layer_id in expected_ids.items():
         assert groups[name]['layer_id'] == layer_id, name
-        assert groups[name]['lr'] == pytest.approx(lr * rate**(L + 1 -
-                                                                layer_id))
-    assert sorted({g['layer_id'] for g in groups.values()}) == list(
-        range(L + 2))
+        assert groups[name]['lr'] == pytest.approx(lr *
+                                                   rate**(L + 1 - layer_id))
+    assert sorted({g['layer_id']
+                   for g in groups.values()}) == list(range(L + 2))
     # no weight decay on norms, biases, pos_embed, cls_token
     for name in ('backbone.cls_token', 'backbone.pos_embed',
                  'backbone.layers.0.ln1.weight', 'backbone.layers.5.ln2.bias',
@@ -89,26 +89,36 @@ def test_layer_decay_ids():
 
 
 # the mrcl_checkpoint fixture's encoder
-SMALL_META = dict(embed_dims=192, num_layers=6, num_heads=3,
-                  feedforward_channels=768, patch_size=4)
+SMALL_META = dict(embed_dims=192,
+                  num_layers=6,
+                  num_heads=3,
+                  feedforward_channels=768,
+                  patch_size=4)
 
 
 def small_config(cfg, meta, data_root=None, pretrained=None):
     """The real config shrunk: the fixture's ViT (patch 4) at 64 px
     crops, narrow heads, BN for SyncBN, the real ADE20K sample."""
-    cfg.model.backbone.update(
-        arch=vit_arch(meta), patch_size=meta['patch_size'], img_size=64,
-        out_indices=[1, 2, 3, 5], drop_path_rate=0.)
+    cfg.model.backbone.update(arch=vit_arch(meta),
+                              patch_size=meta['patch_size'],
+                              img_size=64,
+                              out_indices=[1, 2, 3, 5],
+                              drop_path_rate=0.)
     if pretrained:
         cfg.model.backbone.init_cfg.checkpoint = str(pretrained)
     bn = dict(type='BN', requires_grad=True)
     cfg.model.data_preprocessor.size = (64, 64)
     cfg.model.neck.update(embed_dim=meta['embed_dims'], norm_cfg=bn)
     cfg.model.decode_head.update(in_channels=[meta['embed_dims']] * 4,
-                                 channels=32, num_classes=150, norm_cfg=bn)
+                                 channels=32,
+                                 num_classes=150,
+                                 norm_cfg=bn)
     cfg.model.auxiliary_head.update(in_channels=meta['embed_dims'],
-                                    channels=16, num_classes=150, norm_cfg=bn)
-    cfg.model.test_cfg = dict(mode='slide', crop_size=(64, 64),
+                                    channels=16,
+                                    num_classes=150,
+                                    norm_cfg=bn)
+    cfg.model.test_cfg = dict(mode='slide',
+                              crop_size=(64, 64),
                               stride=(43, 43))
     if data_root is not None:
         # mmseg's ADE20K dataset and pipelines, only the sizes shrunk
@@ -148,8 +158,8 @@ def test_small_run_from_mrcl_checkpoint(encoder, data_root, tmp_path):
 def test_raw_mrcl_checkpoint_fails_at_start(mrcl_checkpoint, data_root,
                                             tmp_path):
     """The pretraining checkpoint itself has ``backbone.``-prefixed keys."""
-    cfg = small_config(Config.fromfile(str(SEG_CONFIG)), SMALL_META,
-                       data_root, mrcl_checkpoint)
+    cfg = small_config(Config.fromfile(str(SEG_CONFIG)), SMALL_META, data_root,
+                       mrcl_checkpoint)
     runner = Runner.from_cfg(cpu_runner(cfg, tmp_path, max_iters=1))
     with pytest.raises(ValueError) as error:
         runner.train()
@@ -164,8 +174,7 @@ def test_other_arch_fails_at_start(encoder, data_root, tmp_path):
     """The fixture's 6-layer encoder into a 4-layer, 96-wide ViT."""
     path, _ = encoder
     meta = dict(SMALL_META, embed_dims=96, num_layers=4)
-    cfg = small_config(Config.fromfile(str(SEG_CONFIG)), meta, data_root,
-                       path)
+    cfg = small_config(Config.fromfile(str(SEG_CONFIG)), meta, data_root, path)
     cfg.model.backbone.out_indices = [0, 1, 2, 3]
     runner = Runner.from_cfg(cpu_runner(cfg, tmp_path, max_iters=1))
     with pytest.raises(ValueError) as error:
@@ -185,12 +194,14 @@ def test_check_hook_finds_weights_that_did_not_arrive(encoder):
 
     from mrcl_plugin.engine.hooks import PretrainedCheckHook
     path, ckpt = encoder
-    cfg = small_config(Config.fromfile(str(SEG_CONFIG)), ckpt['meta'],
+    cfg = small_config(Config.fromfile(str(SEG_CONFIG)),
+                       ckpt['meta'],
                        pretrained=path)
     init_default_scope('mmseg')
     hook = PretrainedCheckHook(ignore_keys=['ln1.weight', 'ln1.bias'])
     runner = mock.Mock(model=MODELS.build(cfg.model), _has_loaded=False)
-    with pytest.raises(ValueError, match=r'tensors did not arrive \['
+    with pytest.raises(ValueError,
+                       match=r'tensors did not arrive \['
                        r'cls_token, pos_embed, patch_embed.projection'):
         hook.before_train(runner)
     runner._has_loaded = True

@@ -35,7 +35,8 @@ class PretrainedCheckHook(Hook):
 
     priority = 'VERY_HIGH'
 
-    def __init__(self, module: str = 'backbone',
+    def __init__(self,
+                 module: str = 'backbone',
                  ignore_keys: Sequence[str] = ()) -> None:
         self.module = module
         self.ignore_keys = set(ignore_keys)
@@ -84,13 +85,12 @@ class PretrainedCheckHook(Hook):
         if problems:
             raise ValueError(
                 f'{path} does not fit {where} ({type(target).__name__}, '
-                f"{where}.init_cfg.prefix={init_cfg.get('prefix')!r}): "
-                + '; '.join(problems))
-        print_log(
-            f'{where}: {len(state)} tensors loaded from {path}' +
-            (f' (ignored: {sorted(self.ignore_keys)})'
-             if self.ignore_keys else ''),
-            logger='current')
+                f"{where}.init_cfg.prefix={init_cfg.get('prefix')!r}): " +
+                '; '.join(problems))
+        print_log(f'{where}: {len(state)} tensors loaded from {path}' +
+                  (f' (ignored: {sorted(self.ignore_keys)})'
+                   if self.ignore_keys else ''),
+                  logger='current')
 
     def checkpoint_state(self, path: str, prefix) -> Dict[str, torch.Tensor]:
         ckpt = load_checkpoint_file(path)
@@ -105,5 +105,6 @@ class PretrainedCheckHook(Hook):
 
 
 def _names(keys):
-    more = f' and {len(keys) - MAX_NAMES} more' if len(keys) > MAX_NAMES else ''
+    more = f' and {len(keys) - MAX_NAMES} more' if len(
+        keys) > MAX_NAMES else ''
     return '[' + ', '.join(keys[:MAX_NAMES]) + ']' + more

@@ -24,7 +24,11 @@ class BackboneLayerDecayOptimWrapperConstructor(
     ``flat_decay_mult``, ``custom_keys`` ...).
     """
 
-    def add_params(self, params, module, prefix='', get_layer_depth=None,
+    def add_params(self,
+                   params,
+                   module,
+                   prefix='',
+                   get_layer_depth=None,
                    **kwargs):
         if get_layer_depth is None and not hasattr(module, 'get_layer_depth'):
             backbone = getattr(module, 'backbone', None)
@@ -33,6 +37,6 @@ class BackboneLayerDecayOptimWrapperConstructor(
                     f'{type(self).__name__} needs model.backbone with a '
                     'get_layer_depth method (mmpretrain.VisionTransformer), '
                     f'got {type(backbone).__name__}')
-            get_layer_depth = partial(
-                backbone.get_layer_depth, prefix='backbone.')
+            get_layer_depth = partial(backbone.get_layer_depth,
+                                      prefix='backbone.')
         super().add_params(params, module, prefix, get_layer_depth, **kwargs)

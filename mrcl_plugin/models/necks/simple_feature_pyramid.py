@@ -48,10 +48,9 @@ class SimpleFeaturePyramid(BaseModule):
         self.num_outs = num_outs
         C = in_channels
         self.rescales = nn.ModuleList([
-            nn.Sequential(
-                nn.ConvTranspose2d(C, C // 2, 2, stride=2),
-                build_norm_layer(norm_cfg, C // 2)[1], nn.GELU(),
-                nn.ConvTranspose2d(C // 2, C // 4, 2, stride=2)),
+            nn.Sequential(nn.ConvTranspose2d(C, C // 2, 2, stride=2),
+                          build_norm_layer(norm_cfg, C // 2)[1], nn.GELU(),
+                          nn.ConvTranspose2d(C // 2, C // 4, 2, stride=2)),
             nn.ConvTranspose2d(C, C // 2, 2, stride=2),
             nn.Identity(),
             nn.MaxPool2d(2, stride=2),
@@ -60,11 +59,20 @@ class SimpleFeaturePyramid(BaseModule):
         self.output_convs = nn.ModuleList()
         for channels in (C // 4, C // 2, C, C):
             self.lateral_convs.append(
-                ConvModule(channels, out_channels, 1, bias=False,
-                           norm_cfg=norm_cfg, act_cfg=None))
+                ConvModule(channels,
+                           out_channels,
+                           1,
+                           bias=False,
+                           norm_cfg=norm_cfg,
+                           act_cfg=None))
             self.output_convs.append(
-                ConvModule(out_channels, out_channels, 3, padding=1,
-                           bias=False, norm_cfg=norm_cfg, act_cfg=None))
+                ConvModule(out_channels,
+                           out_channels,
+                           3,
+                           padding=1,
+                           bias=False,
+                           norm_cfg=norm_cfg,
+                           act_cfg=None))
 
     def forward(self, inputs: Sequence[torch.Tensor]) -> Tuple[torch.Tensor]:
         x = inputs[-1]
