@@ -1,0 +1,5 @@
+from .atomic_checkpoint_hook import AtomicCheckpointHook
+from .non_finite_loss_hook import NonFiniteLossHook
+from .rng_state_hook import RNGStateHook
+
+__all__ = ['AtomicCheckpointHook', 'NonFiniteLossHook', 'RNGStateHook']
