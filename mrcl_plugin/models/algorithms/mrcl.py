@@ -157,11 +157,20 @@ class MRCL(BaseSelfSupervisor):
                 contrastive(f1, f2, views, mask)
         if self.with_reconstruction:
             pred = self.decoder(latent, ids_restore)
-            losses.update(self.rec_head.loss(pred, views, mask, num_views=2))
+            losses.update(
+                self._fp32(self.rec_head.loss, pred, views, mask, num_views=2))
         return losses
 
+    @staticmethod
+    def _fp32(loss_fn, *tensors, **kwargs):
+        """``loss_fn`` on fp32 copies of ``tensors``, autocast off: under
+        AMP, fp16 sums of squares and cross-correlations overflow to inf."""
+        with torch.autocast(tensors[0].device.type, enabled=False):
+            return loss_fn(*(t.float() for t in tensors), **kwargs)
+
     def _loss_barlowtwins(self, f1, f2, views, mask) -> torch.Tensor:
-        return self.head.loss(self.neck([f1])[0], self.neck([f2])[0])
+        return self._fp32(self.head.loss, self.neck([f1])[0],
+                          self.neck([f2])[0])
 
     def _loss_simclr(self, f1, f2, views, mask) -> torch.Tensor:
         # mmpretrain's SimCLR interleaves the views: (v1_0, v2_0, v1_1, ...).
@@ -174,7 +183,7 @@ class MRCL(BaseSelfSupervisor):
         s = torch.masked_select(s, keep == 1).reshape(s.size(0), -1)
         positive = s[pos_idx].unsqueeze(1)
         negative = torch.masked_select(s, neg_mask == 1).reshape(s.size(0), -1)
-        return self.head.loss(positive, negative)
+        return self._fp32(self.head.loss, positive, negative)
 
     def _loss_momentum(self, f1, f2, views, mask) -> torch.Tensor:
         q1, q2 = self.neck([f1])[0], self.neck([f2])[0]
@@ -189,6 +198,7 @@ class MRCL(BaseSelfSupervisor):
             t1, t2 = self.pool(tokens).chunk(2)
             k1, k2 = neck([t1])[0], neck([t2])[0]
         return MOMENTUM_LOSS_SCALE[self.variant] * (
-            self.head.loss(q1, k2) + self.head.loss(q2, k1))
+            self._fp32(self.head.loss, q1, k2) +
+            self._fp32(self.head.loss, q2, k1))
 
     _loss_byol = _loss_mocov3 = _loss_momentum
