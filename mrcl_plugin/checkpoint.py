@@ -94,6 +94,14 @@ def load_checkpoint_file(path: str, map_location='cpu') -> Dict[str, Any]:
         raise CheckpointError(
             path, f'truncated or corrupt checkpoint ({_first_line(e)})'
         ) from None
+    except (IndexError, KeyError, TypeError, ValueError) as e:
+        # Arbitrary bytes that begin like a pickle make torch's weights-only
+        # unpickler fail in these ways ("pop from empty list", a bad memo
+        # key, undecodable text).
+        raise CheckpointError(
+            path, 'not a torch checkpoint: cannot be read as data '
+            f'({type(e).__name__}: {_first_line(e)}; nothing in it was run)'
+        ) from None
     if not isinstance(ckpt, dict):
         raise CheckpointError(
             path, f'not a checkpoint: it holds a {type(ckpt).__name__}, '
