@@ -15,8 +15,7 @@ import pytest
 import torch
 
 from mrcl_plugin.checkpoint import CheckpointError, load_checkpoint_file
-from mrcl_testing import (CIFAR, ROOT, TINY_TRAIN_OPTIONS, train_command,
-                          train_env)
+from mrcl_testing import CIFAR, ROOT, train_command, train_env
 
 TRAIN_IMAGES = CIFAR / 'train'
 
