@@ -37,14 +37,13 @@ def _history_buffer_statistic(owner: Any, name: str) -> Any:
     """Stands in for ``getattr`` while unpickling: a ``HistoryBuffer``
     pickles its statistics methods as ``getattr(HistoryBuffer, 'mean')``;
     a real ``getattr`` would reach any attribute of any allowed object (e.g.
-    ``ndarray.tofile``), so only those methods resolve."""
+    ``ndarray.tofile``), so only those methods resolve. Its four built-in
+    ones are listed by name: ``_statistics_methods`` is empty in a process
+    that has not yet made a ``HistoryBuffer`` (e.g. a fresh ``--resume``)."""
     from mmengine.logging import HistoryBuffer
-
-    # the built-in statistics are registered when the first buffer is made,
-    # which a fresh process loading a checkpoint may not have done yet
-    statistics = {'min', 'max', 'current', 'mean',
-                  *HistoryBuffer._statistics_methods}
-    if owner is HistoryBuffer and name in statistics:
+    builtin = ('min', 'max', 'current', 'mean')
+    if owner is HistoryBuffer and (name in builtin or
+                                   name in HistoryBuffer._statistics_methods):
         return getattr(HistoryBuffer, name)
     raise pickle.UnpicklingError(
         f'Unsupported global: GLOBAL builtins.getattr({owner!r}, {name!r})')
@@ -83,7 +82,7 @@ def load_checkpoint_file(path: str, map_location='cpu') -> Dict[str, Any]:
             ckpt = torch.load(path, map_location=map_location,
                               weights_only=True)
     except pickle.UnpicklingError as e:
-        unsafe = re.search(r'GLOBAL ([^ ]+)', str(e))
+        unsafe = re.search(r'GLOBAL (\S+(?:\([^)]*\))?)', str(e))
         if unsafe:
             raise CheckpointError(
                 path, f'refused: it pickles {unsafe.group(1)}, which no '
@@ -94,6 +93,14 @@ def load_checkpoint_file(path: str, map_location='cpu') -> Dict[str, Any]:
     except (RuntimeError, EOFError, zipfile.BadZipFile, OSError) as e:
         raise CheckpointError(
             path, f'truncated or corrupt checkpoint ({_first_line(e)})'
+        ) from None
+    except (IndexError, KeyError, TypeError, ValueError) as e:
+        # Arbitrary bytes that begin like a pickle make torch's weights-only
+        # unpickler fail in these ways ("pop from empty list", a bad memo
+        # key, undecodable text).
+        raise CheckpointError(
+            path, 'not a torch checkpoint: cannot be read as data '
+            f'({type(e).__name__}: {_first_line(e)}; nothing in it was run)'
         ) from None
     if not isinstance(ckpt, dict):
         raise CheckpointError(

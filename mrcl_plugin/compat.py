@@ -31,21 +31,24 @@ import torch
 _APPLIED = False
 
 
-def load_from_trusted_local(filename, map_location=None):
-    """mmengine's local-file checkpoint loader, with ``weights_only=False``.
+def load_from_local_weights_only(filename, map_location=None):
+    """mmengine's local-file checkpoint loader, weights-only and allow-listing
+    the classes mmengine itself pickles.
 
     torch>=2.6 loads with ``weights_only=True``, and mmengine 0.10.7's own
     checkpoints (they pickle its ``HistoryBuffer`` and numpy scalars in
     ``message_hub``) then fail to load or resume: "Weights only load failed
     ... Unsupported global: GLOBAL mmengine.logging.history_buffer.
-    HistoryBuffer". The files this loader reads are the ones a user names
-    (``load_from``, ``resume``, ``init_cfg``), trusted as they were before
-    torch 2.6; every other ``torch.load`` keeps torch's safe default.
+    HistoryBuffer". :func:`mrcl_plugin.checkpoint.load_checkpoint_file`
+    allows exactly those classes, so ``load_from``, ``resume`` and
+    ``init_cfg`` read mmengine's checkpoints while a pickle that names any
+    other global is refused (one-line ``CheckpointError``) and never run.
     """
+    from .checkpoint import load_checkpoint_file
     filename = osp.expanduser(filename)
     if not osp.isfile(filename):
         raise FileNotFoundError(f'{filename} can not be found.')
-    return torch.load(filename, map_location=map_location, weights_only=False)
+    return load_checkpoint_file(filename, map_location=map_location)
 
 
 def _cpu_safe_init_dist_pytorch(init_dist_pytorch):
@@ -148,7 +151,7 @@ def apply() -> None:
     from mmengine.runner.checkpoint import CheckpointLoader
 
     CheckpointLoader.register_scheme(
-        prefixes='', loader=load_from_trusted_local, force=True)
+        prefixes='', loader=load_from_local_weights_only, force=True)
     if not getattr(dist_utils._init_dist_pytorch, '__mrcl_compat__', False):
         dist_utils._init_dist_pytorch = _cpu_safe_init_dist_pytorch(
             dist_utils._init_dist_pytorch)

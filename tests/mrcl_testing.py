@@ -1,6 +1,9 @@
 """Small builders shared by the MRCL tests: real CIFAR-10 views and tiny
 models (ViT width 64, 32 px images in 4 px patches, 64 patches)."""
 import copy
+import json
+import os
+import sys
 from pathlib import Path
 
 import mmcv
@@ -130,3 +133,55 @@ def set_max_iters(max_iters: int = 100) -> None:
     """CosineEMA reads max_iters from the message hub, as in training."""
     from mmengine.logging import MessageHub
     MessageHub.get_current_instance().update_info('max_iters', max_iters)
+
+
+# -- tools/train.py on the small CIFAR-10 config, shrunk ----------------------
+
+ROOT = Path(__file__).resolve().parents[1]
+SMALL_CIFAR = ('configs/mrcl/'
+               'mrcl-barlowtwins_vit-tiny-p4_1xb64-coslr-300it_cifar10.py')
+# The ARCH sizes above, batch 8, no workers, a log line per iteration with
+# the iteration's own losses (window 1), a fixed seed.
+TINY_TRAIN_OPTIONS = dict({
+    'model.backbone.arch.embed_dims': 64,
+    'model.backbone.arch.num_layers': 2,
+    'model.backbone.arch.num_heads': 4,
+    'model.backbone.arch.feedforward_channels': 128,
+    'model.decoder.embed_dim': 64,
+    'model.neck.in_channels': 64,
+    'train_dataloader.batch_size': 8,
+    'train_dataloader.num_workers': 0,
+    'train_dataloader.persistent_workers': False,
+    'train_cfg.max_iters': 4,
+    'default_hooks.checkpoint.interval': 2,
+    'default_hooks.logger.interval': 1,
+    'log_processor.window_size': 1,
+    'randomness.seed': 0,
+})
+
+
+def train_command(work_dir, *extra, config=SMALL_CIFAR, **options) -> list:
+    """``python tools/train.py CONFIG --work-dir W [extra] --cfg-options``
+    with :data:`TINY_TRAIN_OPTIONS` updated by ``options``."""
+    opts = dict(TINY_TRAIN_OPTIONS, **options)
+    return [
+        sys.executable, 'tools/train.py', str(config), '--work-dir',
+        str(work_dir), *map(str, extra), '--cfg-options',
+        *(f'{k}={v}' for k, v in opts.items())
+    ]
+
+
+def train_env() -> dict:
+    """The environment for a tools/ subprocess: this checkout's code first,
+    the real sample data."""
+    return dict(os.environ, PYTHONPATH=str(ROOT), MRCL_DATA=str(DATA))
+
+
+def logged_iterations(work_dir) -> dict:
+    """{iteration: logged scalars} from every run's json log in work_dir."""
+    logs = {}
+    for path in sorted(Path(work_dir).glob('*/vis_data/scalars.json')):
+        for line in path.read_text().splitlines():
+            record = json.loads(line)
+            logs[record['iter']] = record
+    return logs

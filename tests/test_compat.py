@@ -86,9 +86,40 @@ def test_patched_mmengine_loader_loads_checkpoint(mmengine_ckpt):
         CheckpointLoader.load_checkpoint(str(path) + '.missing')
 
 
+class Trap:
+    """Unpickling it opens (creates) a file: the marker shows whether a
+    loader ran what the pickle names."""
+
+    def __init__(self, marker):
+        self.marker = str(marker)
+
+    def __reduce__(self):
+        return (open, (self.marker, 'w'))
+
+
+def test_patched_loader_refuses_a_crafted_pickle(tmp_path):
+    """Where ``weights_only=False`` ran any pickle a user named, the loader
+    now refuses one that names a global no checkpoint holds, runs nothing,
+    and says so in one line."""
+    from mrcl_plugin.checkpoint import CheckpointError
+    marker = tmp_path / 'ran'
+    path = tmp_path / 'crafted.pth'
+    torch.save({'state_dict': {}, 'meta': Trap(marker)}, path)
+    for load in (CheckpointLoader.load_checkpoint, _load_checkpoint):
+        with pytest.raises(CheckpointError) as err:
+            load(str(path), map_location='cpu')
+        assert str(err.value) == (
+            f'{path}: refused: it pickles io.open, which no '
+            'checkpoint holds (nothing in it was run)')
+    assert not marker.exists()
+    # What the old loader (weights_only=False) did with it:
+    torch.load(path, weights_only=False)
+    assert marker.exists()
+
+
 def test_only_local_files_change_loader():
     """Remote schemes keep mmengine's loaders (they never reach the
-    trusted-local one)."""
+    weights-only local one)."""
     for url in ('https://download.openmmlab.com/x.pth',
                 'torchvision://resnet50', 'open-mmlab://resnet50_v1c'):
         loader = CheckpointLoader._get_checkpoint_loader(url)

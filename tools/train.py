@@ -1,7 +1,8 @@
 """Train with mmengine's Runner: ``python tools/train.py CONFIG [options]``.
 
 The same command line as mmpretrain's tools/train.py; `mim train mrcl_plugin`
-runs this file.
+runs this file. A bad config, checkpoint or data folder stops it with one
+``error:`` line before anything is written (docs/reliability.md).
 """
 import argparse
 import os
@@ -12,6 +13,9 @@ from mmengine.registry import RUNNERS
 from mmengine.runner import Runner
 
 import mrcl_plugin  # noqa: F401  registers MRCL, applies mrcl_plugin.compat
+from mrcl_plugin.checkpoint import CheckpointError
+from mrcl_plugin.preflight import (ConfigError, check_options,
+                                   check_train_config)
 
 
 def parse_args():
@@ -49,12 +53,20 @@ def parse_args():
     return args
 
 
+def last_line(error: BaseException) -> str:
+    """The message of an error, also one re-raised from a data worker."""
+    text = error.args[0] if isinstance(error, KeyError) else str(error)
+    lines = [line for line in str(text).splitlines() if line.strip()]
+    return lines[-1].strip() if lines else type(error).__name__
+
+
 def main():
     args = parse_args()
     if not osp.isfile(args.config):
         raise SystemExit(f'config file not found: {args.config}')
     cfg = Config.fromfile(args.config)
     if args.cfg_options is not None:
+        check_options(cfg, args.cfg_options)
         cfg.merge_from_dict(args.cfg_options)
     cfg.launcher = args.launcher
     if args.work_dir is not None:
@@ -74,10 +86,22 @@ def main():
     if args.auto_scale_lr:
         cfg.auto_scale_lr.enable = True
 
-    runner = (Runner.from_cfg(cfg)
-              if 'runner_type' not in cfg else RUNNERS.build(cfg))
-    runner.train()
+    check_train_config(cfg)
+
+    try:
+        runner = (Runner.from_cfg(cfg)
+                  if 'runner_type' not in cfg else RUNNERS.build(cfg))
+    except (KeyError, TypeError, ValueError) as e:  # an unknown type or key
+        raise SystemExit(f'error: the config does not build: {last_line(e)}')
+    try:
+        runner.train()
+    except (AssertionError, FloatingPointError, OSError, RuntimeError) as e:
+        runner.logger.exception('training stopped')  # the traceback, logged
+        raise SystemExit(f'error: {last_line(e)}')
 
 
 if __name__ == '__main__':
-    main()
+    try:
+        main()
+    except (ConfigError, CheckpointError) as e:
+        raise SystemExit(f'error: {e}')

@@ -1,3 +1,9 @@
+from .atomic_checkpoint_hook import AtomicCheckpointHook
+from .non_finite_loss_hook import NonFiniteLossHook
 from .pretrained_check_hook import PretrainedCheckHook
+from .rng_state_hook import RNGStateHook
 
-__all__ = ['PretrainedCheckHook']
+__all__ = [
+    'AtomicCheckpointHook', 'NonFiniteLossHook', 'PretrainedCheckHook',
+    'RNGStateHook'
+]

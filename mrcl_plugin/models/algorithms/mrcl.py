@@ -159,8 +159,16 @@ class MRCL(BaseSelfSupervisor):
                 contrastive(f1, f2, views, mask)
         if self.with_reconstruction:
             pred = self.decoder(latent, ids_restore)
-            losses.update(self.rec_head.loss(pred, views, mask, num_views=2))
+            losses.update(
+                self._fp32(self.rec_head.loss, pred, views, mask, num_views=2))
         return losses
+
+    @staticmethod
+    def _fp32(loss_fn, *tensors, **kwargs):
+        """``loss_fn`` on fp32 copies of ``tensors``, autocast off: under
+        AMP, fp16 sums of squares and cross-correlations overflow to inf."""
+        with torch.autocast(tensors[0].device.type, enabled=False):
+            return loss_fn(*(t.float() for t in tensors), **kwargs)
 
     def _loss_barlowtwins(self, f1, f2, views, mask) -> torch.Tensor:
         # The cross-correlation of the global batch, as one process computes
@@ -170,6 +178,11 @@ class MRCL(BaseSelfSupervisor):
         # differs from it with several processes.
         z1, z2 = (torch.cat(GatherLayer.apply(self.neck([f])[0]))
                   for f in (f1, f2))
+        return self._fp32(self._cross_correlation_loss, z1, z2)
+
+    def _cross_correlation_loss(self, z1: torch.Tensor,
+                                z2: torch.Tensor) -> torch.Tensor:
+        """Barlow Twins' loss of (B, D) projections of the global batch."""
         c = self.head.bn(z1).T @ self.head.bn(z2) / z1.size(0)
         return self.head.loss_module(c)
 
@@ -184,7 +197,7 @@ class MRCL(BaseSelfSupervisor):
         s = torch.masked_select(s, keep == 1).reshape(s.size(0), -1)
         positive = s[pos_idx].unsqueeze(1)
         negative = torch.masked_select(s, neg_mask == 1).reshape(s.size(0), -1)
-        return self.head.loss(positive, negative)
+        return self._fp32(self.head.loss, positive, negative)
 
     def _loss_momentum(self, f1, f2, views, mask) -> torch.Tensor:
         q1, q2 = self.neck([f1])[0], self.neck([f2])[0]
@@ -199,6 +212,7 @@ class MRCL(BaseSelfSupervisor):
             t1, t2 = self.pool(tokens).chunk(2)
             k1, k2 = neck([t1])[0], neck([t2])[0]
         return MOMENTUM_LOSS_SCALE[self.variant] * (
-            self.head.loss(q1, k2) + self.head.loss(q2, k1))
+            self._fp32(self.head.loss, q1, k2) +
+            self._fp32(self.head.loss, q2, k1))
 
     _loss_byol = _loss_mocov3 = _loss_momentum

@@ -1,0 +1,325 @@
+"""Bad input to tools/train.py gives one clear ``error:`` line that names the
+problem, and writes nothing, or just works where it should (grayscale, RGBA
+and small images). tools/train.py runs in this process (``runpy``, as
+``python tools/train.py`` would), on the small CIFAR-10 config shrunk to the
+test sizes, on small real-image folders made from the sample data."""
+import pickle
+import runpy
+import shutil
+import subprocess
+import sys
+
+import mmcv
+import numpy as np
+import pytest
+import torch
+
+from mrcl_plugin.checkpoint import CheckpointError, load_checkpoint_file
+from mrcl_testing import CIFAR, ROOT, train_command, train_env
+
+TRAIN_IMAGES = CIFAR / 'train'
+
+
+def train(work_dir, *args, config=None, **options) -> str:
+    """Run tools/train.py here; its ``error:`` line, or '' if it trained."""
+    argv = train_command(work_dir, *args, **options)[1:]
+    if config is not None:
+        argv[1] = str(config)
+    old = sys.argv
+    sys.argv = argv
+    try:
+        runpy.run_path(str(ROOT / 'tools/train.py'), run_name='__main__')
+    except SystemExit as e:
+        assert e.code not in (0, None)
+        message = str(e.code)
+        assert '\n' not in message, message
+        return message
+    finally:
+        sys.argv = old
+    return ''
+
+
+def image_folder(root, images: dict):
+    """A class-folder dataset: {'class/name.ext': HxW(xC) uint8 array}."""
+    for name, img in images.items():
+        (root / name).parent.mkdir(parents=True, exist_ok=True)
+        mmcv.imwrite(img, str(root / name))
+    return root
+
+
+def cifar(i, cls='airplane'):
+    return mmcv.imread(str(TRAIN_IMAGES / cls / f'{i:04d}.jpg'))
+
+
+def folder_options(root, batch_size=4, **kw):
+    return {
+        'train_dataloader.dataset.data_root': str(root),
+        'train_dataloader.dataset.data_prefix': '',
+        'train_dataloader.dataset.ann_file': '',
+        'train_dataloader.batch_size': batch_size,
+        'train_cfg.max_iters': 1,
+        'default_hooks.checkpoint.interval': 1,
+        **kw
+    }
+
+
+def assert_nothing_written(work_dir):
+    assert not list(work_dir.rglob('*.pth')), list(work_dir.rglob('*'))
+    assert not list(work_dir.glob('2*')), 'a run folder was started'
+
+
+@pytest.fixture(scope='module')
+def four_images(tmp_path_factory):
+    return image_folder(
+        tmp_path_factory.mktemp('data'),
+        {f'{c}/{i}.jpg': cifar(i, c)
+         for c in ('cat', 'dog') for i in range(2)})
+
+
+@pytest.fixture(autouse=True)
+def _data_env(mrcl_data_env):
+    pass
+
+
+# -- the config -------------------------------------------------------------
+
+
+def test_missing_config(tmp_path):
+    assert train(tmp_path, config=tmp_path / 'nope.py') == \
+        f'config file not found: {tmp_path}/nope.py'
+
+
+def test_unknown_type(tmp_path):
+    message = train(tmp_path, **{'model.type': 'MRCLL'})
+    assert message.startswith('error: the config does not build: MRCLL is '
+                              'not in the mmpretrain::model registry')
+
+
+def test_misspelt_argument(tmp_path):
+    message = train(tmp_path, **{'model.backbone.mask_ratoi': 0.3})
+    assert message.startswith('error: the config does not build:')
+    assert "unexpected keyword argument 'mask_ratoi'" in message
+
+
+def test_misspelt_top_level_key(tmp_path):
+    """mmengine would add it, unused, and train with batch 64."""
+    message = train(tmp_path, **{'train_dataloder.batch_size': 8})
+    assert message.startswith(
+        "error: --cfg-options train_dataloder.batch_size: the config has no "
+        "key 'train_dataloder' (misspelt?")
+    assert_nothing_written(tmp_path)
+
+
+@pytest.mark.parametrize('key, value, message', [
+    ('model.backbone.mask_ratio', 1.5,
+     'model.backbone.mask_ratio must be in [0, 1), got 1.5'),
+    ('model.rec_head.alpha', -1, 'alpha must be >= 0, got -1'),
+    ('model.contrastive_weight', -0.5,
+     'model.contrastive_weight must be >= 0, got -0.5'),
+    ('optim_wrapper.optimizer.lr', -0.001,
+     'error: optim_wrapper.optimizer.lr = -0.001: must be > 0'),
+    ('train_cfg.max_iters', 0,
+     'error: train_cfg.max_iters = 0: must be an integer >= 1'),
+    ('train_dataloader.batch_size', 0,
+     'error: train_dataloader.batch_size = 0: must be an integer >= 1'),
+])
+def test_out_of_range_hyper_parameters(tmp_path, key, value, message):
+    got = train(tmp_path, **{key: value})
+    assert message in got, got
+    # The model's own checks run when the Runner builds it, after it made
+    # its (empty) log folder.
+    assert not list(tmp_path.rglob('*.pth'))
+
+
+# -- the work_dir -----------------------------------------------------------
+
+
+def test_work_dir_not_writable(tmp_path):
+    """Under a file (chmod does not stop root, who runs the tests)."""
+    (tmp_path / 'file').write_text('')
+    work = tmp_path / 'file' / 'work'
+    assert train(work) == (f'error: work_dir {work} is not writable: '
+                           'Not a directory')
+
+
+# -- the data ---------------------------------------------------------------
+
+
+def test_missing_data_folder(tmp_path):
+    missing = tmp_path / 'no_data'
+    assert train(tmp_path / 'w', **folder_options(missing)) == (
+        f'error: train_dataloader.dataset: data folder {missing}/ does not '
+        'exist (data_root + data_prefix; set MRCL_DATA?)')
+
+
+def test_empty_data_folder(tmp_path):
+    (tmp_path / 'data').mkdir()
+    assert train(tmp_path / 'w', **folder_options(tmp_path / 'data')) == (
+        f'error: train_dataloader.dataset: {tmp_path}/data/ has no images '
+        f'(.jpg, .jpeg, .png, .ppm, .bmp, .pgm, .tif, .tiff, .webp)')
+
+
+def test_class_folder_without_images(tmp_path, four_images):
+    data = tmp_path / 'data'
+    shutil.copytree(four_images, data)
+    (data / 'empty_class').mkdir()
+    (data / 'empty_class' / 'notes.txt').write_text('no images here')
+    assert train(tmp_path / 'w', **folder_options(data)) == (
+        f'error: train_dataloader.dataset: {data}/empty_class has no images '
+        '(.jpg, .jpeg, .png, .ppm, .bmp, .pgm, .tif, .tiff, .webp)')
+
+
+def test_annotation_lists_a_missing_file(tmp_path, four_images):
+    data = tmp_path / 'data'
+    shutil.copytree(four_images, data)
+    (data / 'train.txt').write_text('cat/0.jpg 0\ncat/1.jpg 0\ncat/7.jpg 0\n')
+    message = train(tmp_path / 'w', **folder_options(
+        data, **{'train_dataloader.dataset.ann_file': 'train.txt'}))
+    assert message == (f'error: {data}/train.txt line 3: cat/7.jpg is not '
+                       f'in {data}/')
+
+
+def test_missing_annotation_file(tmp_path, four_images):
+    message = train(tmp_path / 'w', **folder_options(
+        four_images, **{'train_dataloader.dataset.ann_file': 'meta/x.txt'}))
+    assert message == (f'error: train_dataloader.dataset.ann_file '
+                       f'{four_images}/meta/x.txt does not exist')
+
+
+def test_batch_larger_than_dataset(tmp_path, four_images):
+    assert train(tmp_path / 'w', **folder_options(four_images, 8)) == (
+        'error: train_dataloader.batch_size = 8 is larger than the dataset '
+        f'(4 images in {four_images}/)')
+
+
+@pytest.mark.parametrize('damage', ['corrupt', 'truncated'])
+def test_broken_image(tmp_path, four_images, damage):
+    """Garbage bytes, or a JPEG cut after its header: mmcv's loader names
+    the file (through a data worker too); the tool prints that line."""
+    data = tmp_path / 'data'
+    shutil.copytree(four_images, data)
+    bad = data / 'dog' / '1.jpg'
+    if damage == 'corrupt':
+        bad.write_bytes(b'this is not an image' * 10)
+    else:
+        bad.write_bytes(bad.read_bytes()[:100])
+    message = train(tmp_path / 'w', **folder_options(
+        data, **{'train_dataloader.num_workers': 1}))
+    assert message == f'error: AssertionError: failed to load image: {bad}'
+    assert not list((tmp_path / 'w').rglob('*.pth'))
+
+
+def test_grayscale_rgba_and_small_images_just_work(tmp_path):
+    """A grayscale JPEG, an RGBA PNG and 16 px images (under the 32 px
+    crop) train: LoadImageFromFile reads every image as 3-channel colour,
+    RandomResizedCrop scales any size to 32 px."""
+    gray = mmcv.bgr2gray(cifar(0))
+    rgba = np.dstack([cifar(1), np.full((32, 32), 128, np.uint8)])
+    small = mmcv.imresize(cifar(2), (16, 16))
+    data = image_folder(tmp_path / 'data', {
+        'a/gray.jpg': gray, 'a/rgba.png': rgba, 'b/small.jpg': small,
+        'b/small2.png': mmcv.imresize(cifar(3), (16, 16))})
+    assert mmcv.imread(str(data / 'a/rgba.png'), 'unchanged').shape[2] == 4
+    assert train(tmp_path / 'w', **folder_options(data)) == ''
+    ckpt = load_checkpoint_file(tmp_path / 'w' / 'iter_1.pth')
+    assert ckpt['meta']['iter'] == 1
+    assert all(torch.isfinite(v).all() for v in ckpt['state_dict'].values())
+
+
+# -- checkpoints --------------------------------------------------------------
+
+
+@pytest.fixture(scope='module')
+def classifier_ckpt(tmp_path_factory):
+    """An mmengine-style checkpoint of another model (a ResNet classifier)."""
+    from mmpretrain.models import ResNet
+    path = tmp_path_factory.mktemp('other') / 'resnet.pth'
+    torch.save(
+        dict(
+            meta=dict(iter=10, cfg="model = dict(type='ImageClassifier', "
+                      "backbone=dict(type='ResNet', depth=18))"),
+            state_dict={f'backbone.{k}': v
+                        for k, v in ResNet(18).state_dict().items()},
+            optimizer=dict(state={}, param_groups=[])), path)
+    return path
+
+
+@pytest.mark.parametrize('how', ['--resume', 'load_from'])
+def test_checkpoint_of_another_model(tmp_path, classifier_ckpt, how):
+    if how == '--resume':
+        message = train(tmp_path, '--resume', classifier_ckpt)
+        key = 'load_from'  # what --resume PATH sets
+    else:
+        message = train(tmp_path, **{'load_from': classifier_ckpt})
+        key = 'load_from'
+    assert message == (f'error: {key} {classifier_ckpt}: a checkpoint of '
+                       'another model (ImageClassifier), this config trains '
+                       'MRCL')
+    assert_nothing_written(tmp_path)
+
+
+def test_truncated_checkpoint(tmp_path, classifier_ckpt):
+    cut = tmp_path / 'cut.pth'
+    cut.write_bytes(classifier_ckpt.read_bytes()[:5000])
+    message = train(tmp_path / 'w', '--resume', cut)
+    assert message.startswith(f'error: {cut}: truncated or corrupt '
+                              'checkpoint (')
+
+
+class Trap:
+    """Unpickling it creates the marker file."""
+
+    def __init__(self, marker):
+        self.marker = str(marker)
+
+    def __reduce__(self):
+        return (open, (self.marker, 'w'))
+
+
+def test_pickle_that_is_not_a_checkpoint_is_not_run(tmp_path):
+    marker = tmp_path / 'it_ran'
+    for name, save in (('torch_save.pth', torch.save),
+                       ('plain.pkl', lambda obj, p: p.write_bytes(
+                           pickle.dumps(obj)))):
+        save({'state_dict': {}, 'x': Trap(marker)}, tmp_path / name)
+        message = train(tmp_path / 'w', '--resume', tmp_path / name)
+        assert message.startswith(f'error: {tmp_path / name}: ')
+        assert 'nothing in it was run' in message
+        assert not marker.exists()
+    assert 'refused: it pickles io.open, which no checkpoint holds' in \
+        train(tmp_path / 'w', '--resume', tmp_path / 'torch_save.pth')
+
+
+def test_random_bytes_are_not_a_checkpoint(tmp_path):
+    """Bytes that look like a pickle made torch's unpickler raise IndexError,
+    KeyError or UnicodeDecodeError; every one is now a CheckpointError."""
+    rng = np.random.default_rng(0)
+    path = tmp_path / 'noise.pth'
+    for _ in range(200):
+        path.write_bytes(rng.bytes(512))
+        with pytest.raises(CheckpointError, match='not a torch checkpoint'):
+            load_checkpoint_file(path)
+
+
+def test_resume_with_no_checkpoint(tmp_path):
+    assert train(tmp_path, '--resume') == (
+        f'error: --resume: no checkpoint in work_dir {tmp_path} (no '
+        'last_checkpoint file); give one with --resume PATH')
+    assert_nothing_written(tmp_path)
+
+
+def test_resume_with_missing_path(tmp_path):
+    assert train(tmp_path, '--resume', tmp_path / 'iter_9.pth') == \
+        f'--resume checkpoint not found: {tmp_path}/iter_9.pth'
+
+
+def test_a_real_subprocess_prints_one_error_line(tmp_path):
+    """The same through ``python tools/train.py``: exit status 1, the error
+    as the last line of stderr, no traceback."""
+    out = subprocess.run(
+        train_command(tmp_path, **{'train_cfg.max_iters': 0}), cwd=ROOT,
+        env=train_env(), capture_output=True, text=True)
+    assert out.returncode == 1
+    assert out.stderr.strip().splitlines()[-1] == \
+        'error: train_cfg.max_iters = 0: must be an integer >= 1'
+    assert 'Traceback' not in out.stderr
