@@ -41,7 +41,8 @@ def _history_buffer_statistic(owner: Any, name: str) -> Any:
     enter ``_statistics_methods`` only when a first buffer is made, so a
     fresh process (a tool) names them itself."""
     from mmengine.logging import HistoryBuffer
-    allowed = {'min', 'max', 'current', 'mean', *HistoryBuffer._statistics_methods}
+    allowed = {'min', 'max', 'current', 'mean',
+               *HistoryBuffer._statistics_methods}
     if owner is HistoryBuffer and name in allowed:
         return getattr(HistoryBuffer, name)
     raise pickle.UnpicklingError(
@@ -180,7 +181,8 @@ def _encoder_meta(backbone: Dict[str, torch.Tensor], ckpt: Dict) -> Dict:
     # arch zoo, a custom one names its heads; ViT-T/S/B/L have 64-wide heads.
     from mmpretrain.models import VisionTransformer
     named = re.search(r"\barch\s*=\s*'([\w-]+)'", cfg)
-    zoo = VisionTransformer.arch_zoo.get(named.group(1).lower() if named else '')
+    zoo = VisionTransformer.arch_zoo.get(
+        named.group(1).lower() if named else '')
     num_heads = (zoo['num_heads'] if zoo else cfg_value('num_heads', int)
                  or embed_dims // 64)
     return dict(

@@ -20,8 +20,8 @@ from mrcl_plugin.converters import (convert_file, main, save_atomic,
                                     to_timm)
 
 ROOT = Path(__file__).resolve().parents[1]
-SMALL_CONFIG = ROOT / ('configs/mrcl/'
-                       'mrcl-barlowtwins_vit-tiny-p4_1xb64-coslr-300it_cifar10.py')
+SMALL_CONFIG = ROOT / (
+    'configs/mrcl/mrcl-barlowtwins_vit-tiny-p4_1xb64-coslr-300it_cifar10.py')
 IN1K_CONFIG = ROOT / ('configs/mrcl/'
                       'mrcl-barlowtwins_vit-base-p16_8xb64-coslr-600e_in1k.py')
 TOOLS = ('mrcl2mmpretrain', 'mrcl2timm')
