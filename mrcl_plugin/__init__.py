@@ -5,5 +5,5 @@ from . import compat
 
 compat.apply()
 
-from . import models  # noqa: E402,F401
+from . import engine, models  # noqa: E402,F401
 from .version import __version__  # noqa: E402,F401

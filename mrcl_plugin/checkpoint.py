@@ -37,13 +37,14 @@ def _history_buffer_statistic(owner: Any, name: str) -> Any:
     """Stands in for ``getattr`` while unpickling: a ``HistoryBuffer``
     pickles its statistics methods as ``getattr(HistoryBuffer, 'mean')``;
     a real ``getattr`` would reach any attribute of any allowed object (e.g.
-    ``ndarray.tofile``), so only those methods resolve. Its built-in four
-    enter ``_statistics_methods`` only when a first buffer is made, so a
-    fresh process (a tool) names them itself."""
+    ``ndarray.tofile``), so only those methods resolve."""
     from mmengine.logging import HistoryBuffer
-    allowed = {'min', 'max', 'current', 'mean',
-               *HistoryBuffer._statistics_methods}
-    if owner is HistoryBuffer and name in allowed:
+
+    # the built-in statistics are registered when the first buffer is made,
+    # which a fresh process loading a checkpoint may not have done yet
+    statistics = {'min', 'max', 'current', 'mean',
+                  *HistoryBuffer._statistics_methods}
+    if owner is HistoryBuffer and name in statistics:
         return getattr(HistoryBuffer, name)
     raise pickle.UnpicklingError(
         f'Unsupported global: GLOBAL builtins.getattr({owner!r}, {name!r})')

@@ -12,6 +12,9 @@
 - ``mrcl_checkpoint``: a real MRCL pretraining checkpoint, made once per
   session: the small CIFAR-10 config (ViT-Tiny width, 6 layers, 32 px,
   patch 4) trained for 4 iterations at batch 8 on the real sample.
+- ``mrcl_checkpoint_p16``: the same encoder with 16 px patches, trained for
+  2 iterations at batch 8 on the real Tiny-ImageNet sample (64 px, 16
+  tokens): for code that needs ViT-B's patch size (dense transfer).
 """
 import os
 import socket
@@ -63,15 +66,21 @@ SMALL_CIFAR_CONFIG = (REPO_ROOT / 'configs/mrcl/'
                       'mrcl-barlowtwins_vit-tiny-p4_1xb64-coslr-300it_cifar10.py')
 
 
-@pytest.fixture(scope='session')
-def mrcl_checkpoint(tmp_path_factory, data_root) -> Path:
+TINY_IMAGENET_CONFIG = (
+    REPO_ROOT / 'configs/mrcl/'
+    'mrcl-barlowtwins_vit-tiny-p8_1xb64-coslr-300it_tiny-imagenet.py')
+
+
+def _pretrain(config: Path, work: Path, data_root: Path, iters: int,
+              **overrides) -> Path:
+    """Train ``config`` for ``iters`` iterations at batch 8 in ``work``;
+    returns the checkpoint."""
     from mmengine.config import Config
     from mmengine.runner import Runner
-    work = tmp_path_factory.mktemp('mrcl_pretrain')
     old = os.environ.get('MRCL_DATA')
     os.environ['MRCL_DATA'] = str(data_root)
     try:
-        cfg = Config.fromfile(str(SMALL_CIFAR_CONFIG))
+        cfg = Config.fromfile(str(config))
     finally:
         if old is None:
             del os.environ['MRCL_DATA']
@@ -79,12 +88,31 @@ def mrcl_checkpoint(tmp_path_factory, data_root) -> Path:
             os.environ['MRCL_DATA'] = old
     cfg.merge_from_dict({
         'work_dir': str(work),
-        'experiment_name': 'mrcl_checkpoint_fixture',
-        'train_cfg.max_iters': 4,
+        'train_cfg.max_iters': iters,
         'train_dataloader.batch_size': 8,
         'train_dataloader.num_workers': 0,
         'train_dataloader.persistent_workers': False,
-        'default_hooks.checkpoint.interval': 4,
+        'default_hooks.checkpoint.interval': iters,
+        **overrides
     })
     Runner.from_cfg(cfg).train()
-    return work / 'iter_4.pth'
+    return work / f'iter_{iters}.pth'
+
+
+@pytest.fixture(scope='session')
+def mrcl_checkpoint(tmp_path_factory, data_root) -> Path:
+    return _pretrain(
+        SMALL_CIFAR_CONFIG, tmp_path_factory.mktemp('mrcl_pretrain'),
+        data_root, 4, experiment_name='mrcl_checkpoint_fixture')
+
+
+@pytest.fixture(scope='session')
+def mrcl_checkpoint_p16(tmp_path_factory, data_root) -> Path:
+    return _pretrain(
+        TINY_IMAGENET_CONFIG, tmp_path_factory.mktemp('mrcl_pretrain_p16'),
+        data_root, 2, **{
+            'model.backbone.patch_size': 16,
+            'model.decoder.patch_size': 16,
+            'model.decoder.num_patches': 16,
+            'model.rec_head.patch_size': 16,
+        })

@@ -1,0 +1,3 @@
+from .pretrained_check_hook import PretrainedCheckHook
+
+__all__ = ['PretrainedCheckHook']
