@@ -185,8 +185,14 @@ def _encoder_meta(backbone: Dict[str, torch.Tensor], ckpt: Dict) -> Dict:
         found = re.search(rf"\b{key}\s*=\s*'?([\w.]+)", cfg)
         return cast(found.group(1)) if found else None
 
-    # ViT-T/S/B/L have 64-wide heads; a custom arch names its heads.
-    num_heads = cfg_value('num_heads', int) or embed_dims // 64
+    # A named arch ('b', 'deit-small', 'h': 80-wide heads) is in mmpretrain's
+    # arch zoo, a custom one names its heads; ViT-T/S/B/L have 64-wide heads.
+    from mmpretrain.models import VisionTransformer
+    named = re.search(r"\barch\s*=\s*'([\w-]+)'", cfg)
+    zoo = VisionTransformer.arch_zoo.get(
+        named.group(1).lower() if named else '')
+    num_heads = (zoo['num_heads'] if zoo else cfg_value('num_heads', int)
+                 or embed_dims // 64)
     return dict(
         embed_dims=embed_dims,
         num_layers=num_layers,

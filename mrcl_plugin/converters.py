@@ -1,14 +1,242 @@
-"""MRCL pretraining checkpoint -> the encoder alone, for other code bases."""
-from typing import Any, Dict
+"""MRCL pretraining checkpoint -> the encoder alone, for other code bases.
 
-from .checkpoint import load_checkpoint_file, mrcl_backbone
+- :func:`to_mmpretrain`: mmpretrain's ``VisionTransformer`` keys, which
+  mmseg and mmdet load through ``mmpretrain.VisionTransformer``.
+- :func:`to_timm`: timm's ``VisionTransformer`` keys (the inverse of the
+  renames in mmpretrain's own ``deit3_to_mmpretrain.py``).
+- :func:`convert_file`: either one, checked by a strict load into the target
+  class and written atomically; the ``tools/model_converters`` scripts.
+"""
+import os
+import os.path as osp
+import re
+import tempfile
+from collections import Counter
+from typing import Any, Dict, List, Tuple
+
+import torch
+
+from .checkpoint import (BACKBONE_PREFIX, CheckpointError,
+                         load_checkpoint_file, mrcl_backbone)
+
+ARCH_KEYS = ('embed_dims', 'num_layers', 'num_heads', 'feedforward_channels')
+
+# mmpretrain VisionTransformer -> timm VisionTransformer, first match wins.
+# The final norm is mmpretrain's top-level ``ln1`` (``final_norm=True``).
+TIMM_RENAMES = (
+    (r'^patch_embed\.projection\.', 'patch_embed.proj.'),
+    (r'^layers\.(\d+)\.ln([12])\.', r'blocks.\1.norm\2.'),
+    (r'^layers\.(\d+)\.ffn\.layers\.0\.0\.', r'blocks.\1.mlp.fc1.'),
+    (r'^layers\.(\d+)\.ffn\.layers\.1\.', r'blocks.\1.mlp.fc2.'),
+    (r'^layers\.', 'blocks.'),
+    (r'^ln1\.', 'norm.'),
+)
+# timm's registered ViTs: (embed_dims, num_layers, num_heads, ffn) -> size.
+TIMM_SIZES = {
+    (192, 12, 3, 768): 'tiny',
+    (384, 12, 6, 1536): 'small',
+    (768, 12, 12, 3072): 'base',
+    (1024, 24, 16, 4096): 'large',
+    (1280, 32, 16, 5120): 'huge',
+}
+
+
+def timm_key(key: str) -> str:
+    """The timm name of an mmpretrain ``VisionTransformer`` key; a key with
+    no timm counterpart comes back unchanged (the strict check names it)."""
+    for pattern, repl in TIMM_RENAMES:
+        if re.match(pattern, key):
+            return re.sub(pattern, repl, key)
+    return key
 
 
 def to_mmpretrain(path: str) -> Dict[str, Any]:
     """The encoder of the MRCL checkpoint at ``path`` as an mmpretrain
     ``VisionTransformer`` checkpoint: ``state_dict`` with its keys (no
-    ``backbone.`` prefix) and ``meta`` (arch, patch and image size, variant,
-    mask ratio, iteration). mmseg/mmdet load it through mmpretrain's
-    ``VisionTransformer`` with ``init_cfg=dict(type='Pretrained', ...)``."""
-    backbone, meta = mrcl_backbone(load_checkpoint_file(path), path)
-    return dict(state_dict=backbone, meta=dict(meta, source=str(path)))
+    ``backbone.`` prefix) and ``meta``: the encoder's arch and sizes,
+    variant, mask ratio, iteration, ``left_over`` (tensors not exported,
+    counted by module) and ``source``. mmseg/mmdet load it through
+    mmpretrain's ``VisionTransformer`` with
+    ``init_cfg=dict(type='Pretrained', ...)``."""
+    return _convert(path, 'mmpretrain')[0]
+
+
+def to_timm(path: str) -> Dict[str, Any]:
+    """The encoder of the MRCL checkpoint at ``path`` in timm's
+    ``VisionTransformer`` layout: ``state_dict`` and the ``meta`` of
+    :func:`to_mmpretrain` plus what builds the model: ``timm_kwargs``
+    (``VisionTransformer(**timm_kwargs)``, no head), ``timm_model`` (the
+    registered name of a standard arch, such as ``vit_base_patch16_224``,
+    else None) and ``pretrained_cfg`` (the pretraining's mean/std on 0-1
+    pixels and input size, for ``timm.data.resolve_data_config``)."""
+    return _convert(path, 'timm')[0]
+
+
+def _convert(path: str, target: str) -> Tuple[Dict, List[Tuple[str, str]]]:
+    """The converted checkpoint and its (source key, new key) pairs."""
+    ckpt = load_checkpoint_file(path)
+    backbone, meta = mrcl_backbone(ckpt, str(path))
+    rename = timm_key if target == 'timm' else (lambda key: key)
+    state = {rename(k): v for k, v in backbone.items()}
+    pairs = [(BACKBONE_PREFIX + k, rename(k)) for k in backbone]
+    left_over = Counter(
+        k.split('.')[0] for k in ckpt['state_dict']
+        if not k.startswith(BACKBONE_PREFIX))
+    meta = dict(meta, arch={k: meta[k] for k in ARCH_KEYS},
+                left_over=dict(left_over), source=str(path))
+    if target == 'timm':
+        meta.update(_timm_meta(meta, ckpt))
+    return dict(state_dict=state, meta=meta), pairs
+
+
+def _timm_meta(meta: Dict, ckpt: Dict) -> Dict:
+    img, patch = meta['img_size'], meta['patch_size']
+    kwargs = dict(
+        img_size=img,
+        patch_size=patch,
+        embed_dim=meta['embed_dims'],
+        depth=meta['num_layers'],
+        num_heads=meta['num_heads'],
+        mlp_ratio=meta['feedforward_channels'] / meta['embed_dims'],
+        num_classes=0,  # no head: the class token after the final norm
+        global_pool='token')
+    size = TIMM_SIZES.get(tuple(meta[k] for k in ARCH_KEYS))
+    name = f'vit_{size}_patch{patch}_{img}' if size else None
+    try:
+        import timm
+        name = name if name and timm.is_model(name) else None
+    except ImportError:  # the name stays a guess until timm checks it
+        pass
+    cfg = (ckpt.get('meta') or {}).get('cfg', '')
+    pretrained_cfg = dict(input_size=(3, img, img))
+    for key in ('mean', 'std'):
+        # the pretraining's data_preprocessor, on 0-255 pixels
+        found = re.search(rf'\b{key}\s*=\s*\[([^\]]*)\]', cfg)
+        if found:
+            pretrained_cfg[key] = tuple(
+                round(float(v) / 255, 6) for v in found.group(1).split(',')
+                if v.strip())
+    return dict(timm_model=name, timm_kwargs=kwargs,
+                pretrained_cfg=pretrained_cfg)
+
+
+def target_model(meta: Dict, target: str) -> torch.nn.Module:
+    """The model class a converted checkpoint is for, built from its meta:
+    mmpretrain's ``VisionTransformer`` or timm's (no weights downloaded)."""
+    if target == 'timm':
+        from timm.models.vision_transformer import VisionTransformer
+        return VisionTransformer(**meta['timm_kwargs'])
+    from mmpretrain.models import VisionTransformer
+    return VisionTransformer(
+        arch=meta['arch'],
+        img_size=meta['img_size'],
+        patch_size=meta['patch_size'])
+
+
+def check_strict(ckpt: Dict, target: str, path: str) -> None:
+    """Raise a one-line :class:`CheckpointError` naming the missing,
+    unexpected and mis-shaped keys unless ``ckpt['state_dict']`` loads
+    strictly into :func:`target_model`."""
+    model = target_model(ckpt['meta'], target)
+    expected = model.state_dict()
+    state = ckpt['state_dict']
+    problems = [
+        (what, keys) for what, keys in (
+            ('missing', [k for k in expected if k not in state]),
+            ('unexpected', [k for k in state if k not in expected]),
+            ('shape differs', [
+                f'{k} {tuple(v.shape)} vs {tuple(expected[k].shape)}'
+                for k, v in state.items()
+                if k in expected and v.shape != expected[k].shape]))
+        if keys
+    ]
+    if problems:
+        found = '; '.join(f"{what} ({len(keys)}): {', '.join(keys[:4])}"
+                          + (', ...' if len(keys) > 4 else '')
+                          for what, keys in problems)
+        raise CheckpointError(
+            path, f'the converted encoder does not load strictly into '
+            f'{type(model).__module__}.{type(model).__name__}: {found} '
+            '(--no-strict writes it anyway)')
+    model.load_state_dict(state, strict=True)
+
+
+def save_atomic(obj: Any, dst: str) -> None:
+    """``torch.save`` to a temporary file beside ``dst``, then rename it:
+    a failed or killed save leaves no half-written ``dst``."""
+    folder = osp.dirname(osp.abspath(dst))
+    os.makedirs(folder, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=folder, prefix=f'.{osp.basename(dst)}.')
+    try:
+        with os.fdopen(fd, 'wb') as f:
+            torch.save(obj, f)
+        os.replace(tmp, dst)
+    except BaseException:
+        os.unlink(tmp)
+        raise
+
+
+def convert_file(src: str, dst: str, target: str,
+                 strict: bool = True) -> str:
+    """Convert the MRCL checkpoint ``src`` for ``target`` ('mmpretrain' or
+    'timm'), check it loads strictly (unless ``strict=False``), write it to
+    ``dst`` and return a report of the keys converted and left over.
+
+    Raises:
+        CheckpointError: ``src`` is not an MRCL checkpoint, or the strict
+            check failed; nothing is written then.
+    """
+    ckpt, pairs = _convert(src, target)
+    if strict:
+        check_strict(ckpt, target, str(src))
+    save_atomic(ckpt, dst)
+    meta = ckpt['meta']
+    lines = [f'converted {len(pairs)} tensors of the encoder '
+             f'({meta["num_layers"]} layers, {{i}} = 0..'
+             f'{meta["num_layers"] - 1}):']
+    lines += [f'  {src_key} -> {dst_key}' for src_key, dst_key in
+              dict.fromkeys(_per_layer(p) for p in pairs)]
+    left_over = meta['left_over']
+    lines.append(f'left over, not exported ({sum(left_over.values())} '
+                 'tensors of the pretraining-only modules):' if left_over
+                 else 'left over: none')
+    lines += [f'  {module}.*: {n}' for module, n in left_over.items()]
+    lines.append(f'strict load into the {target} VisionTransformer: '
+                 + ('ok' if strict else 'skipped (--no-strict)'))
+    lines.append(f'wrote {dst}')
+    return '\n'.join(lines)
+
+
+def _per_layer(pair: Tuple[str, str]) -> Tuple[str, str]:
+    """``layers.3.`` / ``blocks.3.`` -> ``{i}``: one line per kind of key."""
+    return tuple(
+        re.sub(r'\b(layers|blocks)\.\d+\.', r'\1.{i}.', k, count=1)
+        for k in pair)
+
+
+def main(target: str, argv: List[str] = None) -> int:
+    """The command line of ``tools/model_converters/mrcl2<target>.py``:
+    ``SRC DST [--no-strict]``; a refused file is one line on stderr and
+    exit status 1."""
+    import argparse
+    import sys
+    parser = argparse.ArgumentParser(
+        description=f'Export the encoder of an MRCL pretraining checkpoint '
+        f'in the {target} VisionTransformer layout, checked by a strict load '
+        'into that class (no weights are downloaded).')
+    parser.add_argument('src', help='MRCL pretraining checkpoint (.pth)')
+    parser.add_argument('dst', help='where to write the converted file')
+    parser.add_argument(
+        '--no-strict', action='store_true',
+        help='write it even if it does not load strictly into the model')
+    args = parser.parse_args(argv)
+    try:
+        print(convert_file(args.src, args.dst, target, not args.no_strict))
+    except CheckpointError as e:
+        print(f'error: {e}', file=sys.stderr)
+        return 1
+    except OSError as e:
+        print(f'error: cannot write {args.dst}: {e.strerror or e}',
+              file=sys.stderr)
+        return 1
+    return 0

@@ -59,7 +59,7 @@ $PIP install -q -r requirements/openmmlab.txt -c requirements/torch.txt -c "$VEN
 # mmcv's own runtime deps (it was installed with --no-deps).
 $PIP install -q addict packaging Pillow pyyaml yapf -c requirements/openmmlab.txt
 
-step "openmim without opendatalab/openxlab (they pin an old setuptools), pytest"
+step "openmim without opendatalab/openxlab (they pin an old setuptools), timm without its hub deps, pytest"
 $PIP install -q --no-deps -r requirements/tests.txt
 $PIP install -q pytest -c requirements/tests.txt
 

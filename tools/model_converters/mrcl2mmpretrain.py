@@ -1,0 +1,12 @@
+"""MRCL pretraining checkpoint -> its encoder with mmpretrain's
+VisionTransformer keys and a meta telling how to build the model
+(docs/converters.md).
+
+    python tools/model_converters/mrcl2mmpretrain.py SRC DST [--no-strict]
+"""
+import sys
+
+from mrcl_plugin.converters import main
+
+if __name__ == '__main__':
+    sys.exit(main('mmpretrain'))

@@ -1,0 +1,11 @@
+"""MRCL pretraining checkpoint -> its encoder with timm's VisionTransformer
+keys and a meta telling how to build the model (docs/converters.md).
+
+    python tools/model_converters/mrcl2timm.py SRC DST [--no-strict]
+"""
+import sys
+
+from mrcl_plugin.converters import main
+
+if __name__ == '__main__':
+    sys.exit(main('timm'))
