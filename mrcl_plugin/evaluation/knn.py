@@ -7,9 +7,10 @@ ships this; :class:`~mrcl_plugin.engine.hooks.KNNHook` and
 ``tools/analysis/knn_eval.py`` are built on these functions.
 """
 import logging
+import math
 import os.path as osp
 import time
-from typing import List, Optional, Tuple
+from typing import Dict, List, Optional, Tuple
 
 import torch
 from mmengine.config import Config
@@ -187,11 +188,16 @@ def knn_eval(model,
              k: int = 20,
              temperature: float = 0.07,
              batch_size: int = 256,
-             num_workers: int = 2) -> float:
-    """kNN top-1 (%) of ``model``'s features on the splits under
-    ``data_root``: the whole splits by default, or the first
-    ``*_per_class`` images of each class. The model is used as it is (put it
-    in eval mode first)."""
+             num_workers: int = 2) -> Dict[str, float]:
+    """kNN top-1 of ``model``'s features on the splits under ``data_root``:
+    the whole splits by default, or the first ``*_per_class`` images of each
+    class. The model is used as it is (put it in eval mode first).
+
+    Returns:
+        dict: ``top1`` (%), its binomial standard error ``se`` (points,
+        sqrt(p(1-p)/n) over the n queries), ``bank`` and ``queries`` (the
+        numbers of images).
+    """
     pipeline = eval_pipeline(model.backbone.img_size[0])
     feats = []
     for split, per_class in ((bank_split, bank_per_class),
@@ -200,4 +206,7 @@ def knn_eval(model,
         feats.append(extract_features(
             model, dataset, balanced_subset(dataset, per_class), batch_size,
             num_workers, name=f'the {split} split'))
-    return knn_top1(*feats, k=k, temperature=temperature)
+    top1 = knn_top1(*feats, k=k, temperature=temperature)
+    bank, queries = len(feats[0][0]), len(feats[1][0])
+    se = 100 * math.sqrt(top1 / 100 * (1 - top1 / 100) / queries)
+    return dict(top1=top1, se=se, bank=bank, queries=queries)

@@ -35,6 +35,9 @@ class KNNHook(Hook):
         temperature (float): vote weight exp(similarity / T). Defaults to
             0.07.
         batch_size, num_workers (int): of the feature-extraction loader.
+        before_train (bool): evaluate before the first iteration too (step
+            ``iter``: 0, or where a resumed run starts), so the curve starts
+            at the initial weights. Defaults to False.
     """
     priority = 'NORMAL'  # before LoggerHook, so the value is in its output
 
@@ -48,12 +51,14 @@ class KNNHook(Hook):
                  k: int = 20,
                  temperature: float = 0.07,
                  batch_size: int = 256,
-                 num_workers: int = 2) -> None:
+                 num_workers: int = 2,
+                 before_train: bool = False) -> None:
         if not (isinstance(interval, int) and interval > 0):
             raise ValueError(
                 f'KNNHook interval must be a positive int, got {interval!r}')
         self.interval = interval
         self.data_root = data_root
+        self.eval_before_train = before_train
         self.eval_kwargs = dict(
             bank_split=bank, query_split=query,
             bank_per_class=bank_per_class, query_per_class=query_per_class,
@@ -63,15 +68,17 @@ class KNNHook(Hook):
     def before_train(self, runner) -> None:
         if self.data_root is None:
             self.data_root = runner.cfg.train_dataloader.dataset.data_root
+        if self.eval_before_train:
+            self.evaluate(runner, step=runner.iter)
 
     def after_train_iter(self, runner, batch_idx: int, data_batch=None,
                          outputs=None) -> None:
         if (self.every_n_train_iters(runner, self.interval)
                 or self.is_last_train_iter(runner)):
-            self.evaluate(runner)
+            self.evaluate(runner, step=runner.iter + 1)
 
-    def evaluate(self, runner) -> float:
-        """Evaluate now and log ``knn/top1``; returns it."""
+    def evaluate(self, runner, step: int) -> float:
+        """Evaluate now and log ``knn/top1`` at ``step``; returns it."""
         model = runner.model.module if is_model_wrapper(
             runner.model) else runner.model
         result = [None]
@@ -81,11 +88,11 @@ class KNNHook(Hook):
             model.eval()
             try:
                 result[0] = knn_eval(model, self.data_root,
-                                     **self.eval_kwargs)
+                                     **self.eval_kwargs)['top1']
             finally:
                 model.train(was_training)
         broadcast_object_list(result)
-        top1, step = result[0], runner.iter + 1
+        top1 = result[0]
         runner.message_hub.update_scalar('knn/top1', top1)
         runner.visualizer.add_scalars({'knn/top1': top1}, step=step,
                                       file_path=f'{runner.timestamp}.json')
