@@ -86,5 +86,6 @@ def mrcl_checkpoint(tmp_path_factory, data_root) -> Path:
         'train_dataloader.persistent_workers': False,
         'default_hooks.checkpoint.interval': 4,
     })
+    cfg.custom_hooks = []  # no kNN evaluation: tests/test_knn.py has it
     Runner.from_cfg(cfg).train()
     return work / 'iter_4.pth'

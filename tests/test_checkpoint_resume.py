@@ -37,6 +37,7 @@ def small_cfg(repo_root, work_dir, name, max_iters):
     cfg.model.decoder.embed_dim = 64
     cfg.model.neck.in_channels = 64
     cfg.randomness = dict(seed=0)
+    cfg.custom_hooks = []  # no kNN evaluation: tests/test_knn.py has it
     cfg.log_level = 'WARNING'
     cfg.work_dir = str(work_dir)
     cfg.experiment_name = f'{name}_{work_dir.parent.name}'
