@@ -39,7 +39,12 @@ def _history_buffer_statistic(owner: Any, name: str) -> Any:
     a real ``getattr`` would reach any attribute of any allowed object (e.g.
     ``ndarray.tofile``), so only those methods resolve."""
     from mmengine.logging import HistoryBuffer
-    if owner is HistoryBuffer and name in HistoryBuffer._statistics_methods:
+
+    # the built-in statistics are registered when the first buffer is made,
+    # which a fresh process loading a checkpoint may not have done yet
+    statistics = {'min', 'max', 'current', 'mean',
+                  *HistoryBuffer._statistics_methods}
+    if owner is HistoryBuffer and name in statistics:
         return getattr(HistoryBuffer, name)
     raise pickle.UnpicklingError(
         f'Unsupported global: GLOBAL builtins.getattr({owner!r}, {name!r})')

@@ -1,7 +1,8 @@
 """Compatibility fixes for the 2023-era OpenMMLab stack on today's torch.
 
 Each fix is narrow, names the error it fixes, and has a test in
-``tests/test_compat.py`` that fails without it. :func:`apply` is idempotent
+``tests/test_compat.py`` (the SyncBN ones: ``tests/test_distributed.py``,
+which needs two processes) that fails without it. :func:`apply` is idempotent
 and runs when ``mrcl_plugin`` is imported (configs do it through
 ``custom_imports``).
 
@@ -64,6 +65,80 @@ def _cpu_safe_init_dist_pytorch(init_dist_pytorch):
     return wrapper
 
 
+class _AllReduceSum(torch.autograd.Function):
+    """Sum over processes, with the summed gradient in the backward."""
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor) -> torch.Tensor:
+        x = x.clone()
+        torch.distributed.all_reduce(x)
+        return x
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor) -> torch.Tensor:
+        grad = grad.clone()
+        torch.distributed.all_reduce(grad)
+        return grad
+
+
+def _cpu_sync_batch_norm(forward):
+    """torch's ``SyncBatchNorm`` refuses CPU tensors in a distributed
+    training forward ("SyncBatchNorm expected input tensor to be on GPU or
+    XPU or privateuseone"), and its kernels (``torch.batch_norm_stats``) have
+    no CPU version, so a projector with mmpretrain's default
+    ``norm_cfg=dict(type='SyncBN')`` cannot train on gloo. For a CPU input in
+    that case only, compute the same global batch statistics with an
+    all_reduce of the per-channel sums (torch's SyncBN also sums the
+    gradients over processes); everything else runs torch's forward."""
+
+    @functools.wraps(forward)
+    def wrapper(self, input):
+        if (input.device.type != 'cpu' or not self.training
+                or not torch.distributed.is_available()
+                or not torch.distributed.is_initialized()
+                or torch.distributed.get_world_size() == 1):
+            return forward(self, input)
+        C = input.size(1)
+        dims = [0] + list(range(2, input.dim()))
+        local = torch.cat((input.sum(dims), input.pow(2).sum(dims),
+                           input.new_tensor([input.numel() / C])))
+        total = _AllReduceSum.apply(local)
+        count = total[-1]
+        mean = total[:C] / count
+        var = total[C:2 * C] / count - mean.pow(2)
+        if self.track_running_stats:
+            with torch.no_grad():
+                self.num_batches_tracked.add_(1)
+                momentum = (self.momentum if self.momentum is not None else
+                            1.0 / self.num_batches_tracked.item())
+                self.running_mean.lerp_(mean, momentum)
+                self.running_var.lerp_(var * count / (count - 1), momentum)
+        shape = (1, C) + (1, ) * (input.dim() - 2)
+        out = (input - mean.view(shape)) * torch.rsqrt(
+            var.view(shape) + self.eps)
+        if self.affine:
+            out = out * self.weight.view(shape) + self.bias.view(shape)
+        return out
+
+    wrapper.__mrcl_compat__ = True
+    return wrapper
+
+
+def _ddp_accepts_cpu_sync_batch_norm(check):
+    """torch's ``DistributedDataParallel`` refuses a CPU module holding a
+    ``SyncBatchNorm`` ("SyncBatchNorm layers only work with GPU modules"),
+    which :func:`_cpu_sync_batch_norm` makes work: skip that check on the CPU
+    only."""
+
+    @functools.wraps(check)
+    def wrapper(self, module):
+        if self.device_type != 'cpu':
+            return check(self, module)
+
+    wrapper.__mrcl_compat__ = True
+    return wrapper
+
+
 def apply() -> None:
     """Apply every fix once."""
     global _APPLIED
@@ -77,4 +152,12 @@ def apply() -> None:
     if not getattr(dist_utils._init_dist_pytorch, '__mrcl_compat__', False):
         dist_utils._init_dist_pytorch = _cpu_safe_init_dist_pytorch(
             dist_utils._init_dist_pytorch)
+    if not getattr(torch.nn.SyncBatchNorm.forward, '__mrcl_compat__', False):
+        torch.nn.SyncBatchNorm.forward = _cpu_sync_batch_norm(
+            torch.nn.SyncBatchNorm.forward)
+    ddp = torch.nn.parallel.DistributedDataParallel
+    if not getattr(ddp._passing_sync_batchnorm_handle, '__mrcl_compat__',
+                   False):
+        ddp._passing_sync_batchnorm_handle = _ddp_accepts_cpu_sync_batch_norm(
+            ddp._passing_sync_batchnorm_handle)
     _APPLIED = True

@@ -2,6 +2,8 @@
 refused with one line naming the file and the problem."""
 import os
 import pickle
+import subprocess
+import sys
 
 import pytest
 import torch
@@ -26,6 +28,18 @@ def test_mmengine_checkpoint_loads_weights_only(mrcl_checkpoint):
     scalars = ckpt['message_hub']['log_scalars']
     assert all(isinstance(v, HistoryBuffer) for v in scalars.values())
     assert ckpt['meta']['iter'] == 4
+
+
+def test_loads_in_a_fresh_process(mrcl_checkpoint):
+    """No HistoryBuffer exists yet in a new process (its statistics methods
+    are registered by the first one made)."""
+    code = ('from mrcl_plugin.checkpoint import load_checkpoint_file; '
+            f'print(load_checkpoint_file({str(mrcl_checkpoint)!r})'
+            "['meta']['iter'])")
+    out = subprocess.run([sys.executable, '-c', code], capture_output=True,
+                         text=True, timeout=120)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.strip().splitlines()[-1] == '4'
 
 
 def test_mrcl_backbone_loads_strictly_into_vision_transformer(

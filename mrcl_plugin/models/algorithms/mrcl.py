@@ -2,12 +2,14 @@ from typing import Dict, List, Optional, Tuple
 
 import torch
 from mmengine.logging import print_log
-from mmpretrain.models.selfsup.simclr import GatherLayer, SimCLR
+from mmpretrain.models.selfsup.simclr import SimCLR
 from mmpretrain.models.utils import CosineEMA
 from mmpretrain.models.selfsup.base import BaseSelfSupervisor
 from mmpretrain.registry import MODELS
 from mmpretrain.structures import DataSample
 from torch import nn
+
+from ..utils import GatherLayer
 
 VARIANTS = ('barlowtwins', 'simclr', 'byol', 'mocov3')
 FEATURES = ('cls_token', 'avg_visible')
@@ -161,7 +163,15 @@ class MRCL(BaseSelfSupervisor):
         return losses
 
     def _loss_barlowtwins(self, f1, f2, views, mask) -> torch.Tensor:
-        return self.head.loss(self.neck([f1])[0], self.neck([f2])[0])
+        # The cross-correlation of the global batch, as one process computes
+        # it. mmpretrain's head.loss normalises each process's projections
+        # with that process's statistics (its bn is a BatchNorm1d) and sums
+        # the per-process matrices with a gradient-less all_reduce, which
+        # differs from it with several processes.
+        z1, z2 = (torch.cat(GatherLayer.apply(self.neck([f])[0]))
+                  for f in (f1, f2))
+        c = self.head.bn(z1).T @ self.head.bn(z2) / z1.size(0)
+        return self.head.loss_module(c)
 
     def _loss_simclr(self, f1, f2, views, mask) -> torch.Tensor:
         # mmpretrain's SimCLR interleaves the views: (v1_0, v2_0, v1_1, ...).
