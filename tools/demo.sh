@@ -32,13 +32,8 @@ $PY tools/analysis/knn_eval.py "$CONFIG" "$CKPT" --per-class "$BANK_PER_CLASS" \
     | tee "$WORK_DIR/knn.txt"
 
 echo "[demo] 3/4 loss and kNN curves (+$((SECONDS - t0))s)"
-# --- curve plot: tools/analysis/plot_curves.py comes with the results tool;
-# --- this step runs once that file exists.
-CURVES="(no plot: tools/analysis/plot_curves.py is not in this tree)"
-if [ -f tools/analysis/plot_curves.py ]; then
-    $PY tools/analysis/plot_curves.py "$WORK_DIR" --out "$WORK_DIR/curves.png"
-    CURVES="$WORK_DIR/curves.png"
-fi
+CURVES="$WORK_DIR/curves.png"
+$PY tools/analysis/plot_curves.py "$WORK_DIR" --out "$CURVES"
 
 echo "[demo] 4/4 reconstruction image (+$((SECONDS - t0))s)"
 $PY tools/analysis/visualize_reconstruction.py "$CONFIG" "$CKPT" \
