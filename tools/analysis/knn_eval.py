@@ -46,15 +46,14 @@ def main():
     init_default_scope(cfg.get('default_scope', 'mmpretrain'))
     torch.manual_seed(0)  # the same random init on every run
     data_root = cfg.train_dataloader.dataset.data_root
-    runs = [('pretrained', args.checkpoint)]
+    try:  # the checkpoint first: a bad file stops the tool at once
+        models = {'pretrained': build_model(cfg, args.checkpoint)}
+    except CheckpointError as e:
+        raise SystemExit(f'error: {e}')
     if not args.no_random_init:
-        runs.insert(0, ('random init', None))
+        models = {'random init': build_model(cfg), **models}
     results = {}
-    for name, checkpoint in runs:
-        try:
-            model = build_model(cfg, checkpoint)
-        except CheckpointError as e:
-            raise SystemExit(f'error: {e}')
+    for name, model in models.items():
         start = time.time()
         results[name] = knn_eval(
             model, data_root, bank_per_class=args.per_class,
