@@ -1,6 +1,7 @@
-"""MRCL for OpenMMLab: importing this package registers its models in
-mmpretrain's registries (use ``custom_imports=dict(imports=['mrcl_plugin'])``)
-and applies the compatibility fixes of :mod:`mrcl_plugin.compat`."""
+"""MRCL for OpenMMLab: importing this package registers its models and hooks
+in mmpretrain's registries (configs use
+``custom_imports=dict(imports=['mrcl_plugin'])``) and applies the
+compatibility fixes of :mod:`mrcl_plugin.compat`."""
 from . import compat
 
 compat.apply()

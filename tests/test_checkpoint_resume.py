@@ -37,6 +37,8 @@ def small_cfg(repo_root, work_dir, name, max_iters):
     cfg.model.decoder.embed_dim = 64
     cfg.model.neck.in_channels = 64
     cfg.randomness = dict(seed=0)
+    # no kNN evaluation (tests/test_knn.py has it); the other hooks stay
+    cfg.custom_hooks = [h for h in cfg.custom_hooks if h.type != 'KNNHook']
     cfg.log_level = 'WARNING'
     cfg.work_dir = str(work_dir)
     cfg.experiment_name = f'{name}_{work_dir.parent.name}'

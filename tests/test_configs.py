@@ -34,6 +34,9 @@ def test_config_builds(path):
     from mmpretrain.registry import MODELS
     cfg = Config.fromfile(str(path))
     assert 'mrcl_plugin' in cfg.custom_imports['imports']
+    # exact resume and the NaN stop hold for every pretraining config
+    hooks = {h['type'] for h in cfg.custom_hooks}
+    assert {'RNGStateHook', 'NonFiniteLossHook'} <= hooks, path.name
     init_default_scope(cfg.default_scope)
     model = MODELS.build(cfg.model)
     assert type(model).__name__ == 'MRCL'

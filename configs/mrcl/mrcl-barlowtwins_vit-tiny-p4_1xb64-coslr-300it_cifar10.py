@@ -7,3 +7,14 @@ _base_ = [
     '../_base_/cpu_runtime.py',
     '../_base_/schedules/adamw_coslr-300it.py',
 ]
+
+# kNN top-1 of the encoder every 100 iterations (logged as knn/top1) on a
+# class-balanced subset, so that the curve costs seconds per point; the
+# whole splits are for tools/analysis/knn_eval.py.
+# A config list replaces its base's: the runtime's two hooks are repeated.
+custom_hooks = [
+    dict(type='RNGStateHook'),
+    dict(type='NonFiniteLossHook'),
+    dict(type='KNNHook', interval=100, bank_per_class=100,
+         query_per_class=50)
+]

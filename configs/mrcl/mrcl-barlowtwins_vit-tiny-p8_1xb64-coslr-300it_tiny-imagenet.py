@@ -11,3 +11,14 @@ model = dict(
     backbone=dict(img_size=64, patch_size=8),
     decoder=dict(patch_size=8),
     rec_head=dict(patch_size=8))
+
+# kNN top-1 of the encoder every 100 iterations (logged as knn/top1) on a
+# class-balanced subset, so that the curve costs seconds per point; the
+# whole splits are for tools/analysis/knn_eval.py.
+# A config list replaces its base's: the runtime's two hooks are repeated.
+custom_hooks = [
+    dict(type='RNGStateHook'),
+    dict(type='NonFiniteLossHook'),
+    dict(type='KNNHook', interval=100, bank_per_class=100,
+         query_per_class=50)
+]

@@ -20,8 +20,8 @@ from mmengine.dataset import default_collate
 from mmengine.registry import init_default_scope
 
 import mrcl_plugin  # noqa: F401
-
-from knn_eval import balanced_subset, build_model
+from mrcl_plugin.checkpoint import CheckpointError
+from mrcl_plugin.evaluation import balanced_subset, build_model, split_dataset
 
 
 def parse_args():
@@ -55,10 +55,13 @@ def main():
         cfg.model.backbone.mask_ratio = args.mask_ratio
     if not cfg.model.get('decoder'):
         raise SystemExit(f'{args.config} has no decoder: nothing to show')
-    model = build_model(cfg, args.checkpoint)
+    try:
+        model = build_model(cfg, args.checkpoint)
+    except CheckpointError as e:
+        raise SystemExit(f'error: {e}')
 
-    dataset, indices = balanced_subset(
-        cfg.train_dataloader.dataset.data_root, 'test', 1)
+    dataset = split_dataset(cfg.train_dataloader.dataset.data_root, 'test')
+    indices = balanced_subset(dataset, 1)
     data = default_collate([dataset[i] for i in indices[:args.num_images]])
     x = model.data_preprocessor(data)['inputs']
     torch.manual_seed(args.seed)

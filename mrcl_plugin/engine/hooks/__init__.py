@@ -1,9 +1,10 @@
 from .atomic_checkpoint_hook import AtomicCheckpointHook
+from .knn_hook import KNNHook
 from .non_finite_loss_hook import NonFiniteLossHook
 from .pretrained_check_hook import PretrainedCheckHook
 from .rng_state_hook import RNGStateHook
 
 __all__ = [
-    'AtomicCheckpointHook', 'NonFiniteLossHook', 'PretrainedCheckHook',
-    'RNGStateHook'
+    'AtomicCheckpointHook', 'KNNHook', 'NonFiniteLossHook',
+    'PretrainedCheckHook', 'RNGStateHook'
 ]
