@@ -1,0 +1,20 @@
+# MR-SimCLR on the real CIFAR-10 sample: the small MR-BarlowTwins config with
+# mmpretrain's SimCLR projector and InfoNCE head (temperature 0.1), at
+# ViT-Tiny width (192-d class token; 1024-wide hidden layer, 128-d output).
+_base_ = 'mrcl-barlowtwins_vit-tiny-p4_1xb64-coslr-300it_cifar10.py'
+
+model = dict(
+    variant='simclr',
+    neck=dict(
+        _delete_=True,
+        type='NonLinearNeck',
+        in_channels=192,
+        hid_channels=1024,
+        out_channels=128,
+        num_layers=2,
+        with_avg_pool=False),
+    head=dict(
+        _delete_=True,
+        type='ContrastiveHead',
+        loss=dict(type='CrossEntropyLoss'),
+        temperature=0.1))

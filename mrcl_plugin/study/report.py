@@ -1,0 +1,198 @@
+"""Turn a study CSV into a Markdown report with plots in the style of the
+paper's Figs. 3-5, and say claim by claim whether it held at this scale."""
+import os
+import os.path as osp
+from statistics import mean, stdev
+from typing import Dict, List, Tuple
+
+from .presets import PRESETS
+from .runner import read_rows
+
+METRICS = (('knn_top1', 'kNN top-1'), ('linear_top1', 'linear top-1'))
+NAMES = dict(barlowtwins='BarlowTwins', byol='BYOL', simclr='SimCLR')
+Stat = Tuple[float, float, int]  # mean, sample std (0 for one seed), seeds
+
+
+def stat(rows: List[Dict], metric: str) -> Stat:
+    values = [r[metric] for r in rows]
+    return (mean(values), stdev(values) if len(values) > 1 else 0.,
+            len(values))
+
+
+def fmt(s: Stat) -> str:
+    return f'{s[0]:.1f} ± {s[1]:.1f} (n={s[2]})' if s[2] > 1 else \
+        f'{s[0]:.1f} (n=1)'
+
+
+def select(rows, **params) -> List[Dict]:
+    return [r for r in rows if all(r[k] == v for k, v in params.items())]
+
+
+def sweep(rows, preset, key: str, values) -> List[Tuple[float, Dict]]:
+    """(x, {metric: Stat}) of MR-BarlowTwins along one axis, the other
+    parameters at the preset's defaults (all seeds at each point)."""
+    base = dict(variant='barlowtwins', method='mrcl',
+                mask_ratio=preset.mask_ratio, alpha=preset.alpha,
+                lambd=preset.alpha)
+    points = []
+    for x in values:
+        params = dict(base)
+        if key == 'balance':
+            params['lambd'] = preset.alpha / x
+        elif key == 'weight':
+            params.update(alpha=x, lambd=x)
+        else:
+            params[key] = x
+        found = select(rows, **params)
+        if found:
+            points.append((x, {m: stat(found, m) for m, _ in METRICS}))
+    return points
+
+
+def plot(points, baseline: Dict, xlabel: str, title: str, path: str,
+         log_x: bool) -> None:
+    import matplotlib
+    matplotlib.use('Agg')
+    import matplotlib.pyplot as plt
+    fig, axes = plt.subplots(1, 2, figsize=(9, 3.4))
+    for ax, (metric, label) in zip(axes, METRICS):
+        xs = [x for x, _ in points]
+        ax.errorbar(xs, [p[metric][0] for _, p in points],
+                    yerr=[p[metric][1] for _, p in points], marker='o',
+                    capsize=3, color='tab:blue', label='MR-BarlowTwins')
+        if metric in baseline:
+            m, s, n = baseline[metric]
+            ax.axhline(m, color='tab:red', linestyle='--',
+                       label=f'BarlowTwins (n={n})')
+            ax.axhspan(m - s, m + s, color='tab:red', alpha=0.1)
+        if log_x:
+            ax.set_xscale('symlog', linthresh=min(x for x in xs if x > 0))
+        ax.set_xlabel(xlabel)
+        ax.set_ylabel(f'{label} (%)')
+        ax.grid(alpha=0.3)
+    axes[0].legend(fontsize=8)
+    fig.suptitle(title)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def beats(mr: Stat, base: Stat) -> Tuple[bool, str]:
+    diff, spread = mr[0] - base[0], max(mr[1], base[1])
+    return diff > spread, f'{diff:+.1f} points (seed spread {spread:.1f})'
+
+
+def peak_verdict(points, metric: str, spread: float) -> str:
+    """Where the curve peaks, and whether both ends fall below the peak by
+    more than the seed spread (a reversed U)."""
+    if len(points) < 3:
+        return 'too few points to tell'
+    values = [(p[metric][0], x) for x, p in points]
+    best, best_x = max(values)
+    first, last = values[0][0], values[-1][0]
+    u_shape = best - first > spread and best - last > spread
+    return (f'best at {best_x:g} ({best:.1f}); ends {first:.1f} and '
+            f'{last:.1f}: ' + ('a reversed U' if u_shape else
+                                'no reversed U beyond the seed spread'))
+
+
+def write_report(csv_path: str, out_md: str) -> str:
+    """Write ``out_md`` and its PNGs (in ``<out_md stem>/``); return the
+    Markdown."""
+    rows = read_rows(csv_path)
+    if not rows:
+        raise ValueError(f'{csv_path}: no finished runs to report')
+    presets = {r['preset'] for r in rows}
+    if len(presets) != 1:
+        raise ValueError(f'{csv_path}: rows of several presets {presets}')
+    preset = PRESETS[presets.pop()]
+    fig_dir = osp.splitext(out_md)[0]
+    os.makedirs(fig_dir, exist_ok=True)
+    rel = osp.basename(fig_dir)
+    total = sum(r['wall_s'] for r in rows)
+    seeds = sorted({int(r['seed']) for r in rows})
+    lines = [
+        '# Small-scale study: does masking + reconstruction help?', '',
+        f'Preset `{preset.name}`: {len(rows)} runs of '
+        f'{preset.iters} iterations at batch {preset.batch_size} each '
+        f'(seeds {seeds} for the headline comparison, seed 0 for sweep '
+        'points), the small ViT of '
+        '`configs/mrcl/mrcl-*_vit-tiny-p4_1xb64-coslr-300it_cifar10.py` on the '
+        'real CIFAR-10 sample. kNN: k=20, T=0.07, '
+        f'{int(rows[0]["knn_bank"])} bank and '
+        f'{int(rows[0]["knn_queries"])} test images; linear: softmax '
+        'regression on the frozen class tokens of the same images.', '',
+        f'Machine: {rows[0]["machine"]}. Wall time: {total / 60:.0f} min in '
+        f'all, {min(r["wall_s"] for r in rows):.0f}-'
+        f'{max(r["wall_s"] for r in rows):.0f} s per run.', '',
+        f'Re-run: `python tools/study/run.py --preset {preset.name}` then '
+        f'`python tools/study/report.py {csv_path} --out {out_md}`.', '',
+        '## Table 1, scaled down: X vs MR-X', '',
+        '| method | ' + ' | '.join(
+            f'{label} X | {label} MR-X | MR-X - X'
+            for _, label in METRICS) + ' |',
+        '|---|' + '---|' * 3 * len(METRICS)
+    ]
+    claims = []
+    for variant in preset.headline_variants:
+        base = select(rows, variant=variant, method='baseline')
+        mr = select(rows, variant=variant, method='mrcl',
+                    mask_ratio=preset.mask_ratio, alpha=preset.alpha,
+                    lambd=preset.alpha)
+        if not base or not mr:
+            lines.append(f'| {NAMES[variant]} | missing |' + ' |' *
+                         (3 * len(METRICS) - 1))
+            continue
+        cells = []
+        for metric, label in METRICS:
+            b, m = stat(base, metric), stat(mr, metric)
+            held, how = beats(m, b)
+            cells += [fmt(b), fmt(m), how]
+            claims.append(f'- MR-{NAMES[variant]} beats {NAMES[variant]} '
+                          f'({label}): **{"held" if held else "did not hold"}'
+                          f'**, {how}.')
+        lines.append(f'| {NAMES[variant]} | ' + ' | '.join(cells) + ' |')
+    bt_base = select(rows, variant='barlowtwins', method='baseline')
+    baseline = {m: stat(bt_base, m) for m, _ in METRICS} if bt_base else {}
+    spread = max([s[1] for s in baseline.values()] + [0.])
+    figures = (
+        ('mask_ratio', preset.mask_ratios, 'mask ratio r',
+         'Fig. 3: mask ratio', False),
+        ('weight', preset.rec_weights, 'alpha = lambda',
+         'Fig. 4: reconstruction weight', True),
+        ('balance', preset.balances, 'alpha / lambda',
+         'Fig. 5: masked vs unmasked weight', True),
+    )
+    for key, values, xlabel, title, log_x in figures:
+        points = sweep(rows, preset, key, values)
+        if not points:
+            continue
+        png = f'{key}.png'
+        plot(points, baseline, xlabel, title, osp.join(fig_dir, png), log_x)
+        lines += ['', f'## {title}', '', f'![{title}]({rel}/{png})', '',
+                  f'| {xlabel} | ' + ' | '.join(l for _, l in METRICS) + ' |',
+                  '|---|' + '---|' * len(METRICS)]
+        lines += [f'| {x:g} | ' + ' | '.join(fmt(p[m]) for m, _ in METRICS)
+                  + ' |' for x, p in points]
+        for metric, label in METRICS:
+            claims.append(f'- {title} ({label}): '
+                          f'{peak_verdict(points, metric, spread)}.')
+    lines += ['', '## Claims, at this scale', '', *claims, '',
+              '"Held" means the mean difference exceeds the larger of the two '
+              'seed standard deviations. Sweep points have one seed (the '
+              'default point has all of them): differences between them '
+              f'smaller than the headline seed spread ({spread:.1f} points) '
+              'are not resolved.', '', '## Every run', '',
+              '| run | seed | kNN | linear | ' + ' | '.join(
+                  ('contrastive', 'masked', 'unmasked')) + ' | wall s |',
+              '|---|---|---|---|---|---|---|---|']
+    lines += [
+        f'| {r["name"]} | {int(r["seed"])} | {r["knn_top1"]:.1f} | '
+        f'{r["linear_top1"]:.1f} | {r["loss_contrastive"]:.3g} | '
+        f'{r["loss_rec_masked"]:.3g} | {r["loss_rec_unmasked"]:.3g} | '
+        f'{r["wall_s"]:.0f} |' for r in rows
+    ]
+    text = '\n'.join(lines) + '\n'
+    with open(out_md, 'w') as f:
+        f.write(text)
+    return text

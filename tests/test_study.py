@@ -1,0 +1,86 @@
+"""The small-scale study: the micro preset end to end (CSV, resume, report,
+plots), and clear errors on a CSV it did not write."""
+import os
+import subprocess
+import sys
+
+import mmcv
+import pytest
+
+from mrcl_plugin.study import PRESETS, StudyCSVError, read_rows, run_study
+from mrcl_plugin.study import write_report
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def test_grid_compares_at_the_same_budget():
+    preset = PRESETS['cifar10-cpu']
+    runs = preset.runs()
+    # 3 variants x (X, MR-X) x 3 seeds, then the sweep points not already
+    # there: Fig. 3 r (4 new), Fig. 4 alpha=lambda (4 new), Fig. 5 (3 new)
+    assert len(runs) == 18 + 4 + 4 + 3
+    assert len({r.name for r in runs}) == len(runs)
+    baselines = [r for r in runs if r.method == 'baseline']
+    assert {(r.mask_ratio, r.alpha, r.lambd) for r in baselines} == {(0, 0, 0)}
+    for variant in ('barlowtwins', 'byol', 'simclr'):
+        for method in ('baseline', 'mrcl'):
+            seeds = {r.seed for r in runs[:18]
+                     if (r.variant, r.method) == (variant, method)}
+            assert seeds == {0, 1, 2}
+
+
+def test_micro_study_runs_resumes_and_reports(tmp_path, mrcl_data_env):
+    preset, csv = PRESETS['micro'], str(tmp_path / 'micro.csv')
+    log = []
+    first = run_study(preset, csv, str(tmp_path / 'runs'), max_runs=1,
+                      log=log.append)
+    assert [r['name'] for r in first] == ['barlowtwins_baseline_s0']
+    assert '1/2 done' in log[-1] and '1 left' in log[-1]
+
+    log.clear()
+    rows = run_study(preset, csv, str(tmp_path / 'runs'), log=log.append)
+    assert '1 done already' in log[0] and '1 to go' in log[0]
+    assert [r['name'] for r in rows] == [
+        'barlowtwins_baseline_s0', 'barlowtwins_mrcl_r0.2_a10_l10_s0'
+    ]
+    saved = read_rows(csv, 'micro')
+    assert saved[0]['wall_s'] == first[0]['wall_s']  # not trained again
+    baseline, mrcl = saved
+    assert baseline['loss_rec_masked'] == baseline['loss_rec_unmasked'] == 0
+    assert mrcl['loss_rec_masked'] > 0 and mrcl['loss_rec_unmasked'] > 0
+    for row in saved:
+        assert (row['knn_bank'], row['knn_queries']) == (100, 50)
+        assert 0 <= row['knn_top1'] <= 100 and 0 <= row['linear_top1'] <= 100
+
+    out = tmp_path / 'study.md'
+    text = write_report(csv, str(out))
+    assert out.read_text() == text
+    assert '| BarlowTwins | 1' in text and 'MR-BarlowTwins beats' in text
+    png = tmp_path / 'study' / 'mask_ratio.png'
+    assert png.read_bytes()[:8] == b'\x89PNG\r\n\x1a\n'
+    assert mmcv.imread(str(png)).shape[:2] == (340, 900)
+
+
+@pytest.mark.parametrize('content, message', [
+    ('epoch,loss\n1,0.5\n', 'not a study CSV of this tool'),
+    ('', 'not a study CSV of this tool'),
+])
+def test_foreign_csv_is_refused_and_left_alone(tmp_path, content, message):
+    csv = tmp_path / 'foreign.csv'
+    csv.write_text(content)
+    out = subprocess.run(
+        [sys.executable, 'tools/study/run.py', '--preset', 'micro', '--csv',
+         str(csv), '--work-dir', str(tmp_path)],
+        cwd=ROOT, capture_output=True, text=True, timeout=120,
+        env=dict(os.environ, PYTHONPATH=ROOT))
+    assert out.returncode != 0
+    assert message in out.stderr and 'Traceback' not in out.stderr
+    assert csv.read_text() == content
+
+
+def test_truncated_row_names_the_line(tmp_path):
+    from mrcl_plugin.study.runner import COLUMNS
+    csv = tmp_path / 'cut.csv'
+    csv.write_text(','.join(COLUMNS) + '\nmicro,barlowtwins_baseline_s0,bar')
+    with pytest.raises(StudyCSVError, match='cut.csv, line 2: 3 fields'):
+        read_rows(str(csv))
