@@ -101,7 +101,7 @@ def run_config(run: Run, preset: Preset, work_dir: str) -> Config:
     """The variant's small config with the run's overrides and the preset's
     budget: iterations (the warm-up and cosine rescaled to them), batch,
     seed; no checkpoints and no kNN hook (the study evaluates once, at the
-    end)."""
+    end; the runtime's NaN-stop hook stays)."""
     cfg = Config.fromfile(CONFIG.format(variant=run.variant))
     workers = preset.num_workers
     cfg.merge_from_dict({
@@ -115,11 +115,11 @@ def run_config(run: Run, preset: Preset, work_dir: str) -> Config:
         'default_hooks.checkpoint': None,
         'default_hooks.logger.interval': max(1, preset.iters // 10),
         'log_processor.window_size': max(1, preset.iters // 10),
-        'custom_hooks': [],
         # the study prints one line a run; each run's own log is in its
         # work_dir (vis_data/scalars.json)
         'log_level': 'WARNING',
     })
+    cfg.custom_hooks = [h for h in cfg.custom_hooks if h.type != 'KNNHook']
     warmup, cosine = cfg.param_scheduler
     warmup.end = cosine.begin = preset.warmup_iters
     cosine.end = preset.iters
