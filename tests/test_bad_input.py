@@ -59,6 +59,8 @@ def folder_options(root, batch_size=4, **kw):
         'train_dataloader.batch_size': batch_size,
         'train_cfg.max_iters': 1,
         'default_hooks.checkpoint.interval': 1,
+        # a folder of images has no labelled splits: kNN on the CIFAR sample
+        'custom_hooks.2.data_root': str(CIFAR),
         **kw
     }
 

@@ -122,3 +122,24 @@ def test_build_model_refuses_a_checkpoint_of_another_model(
     torch.save({'state_dict': {'backbone.weight': torch.zeros(1)}}, bad)
     with pytest.raises(CheckpointError, match='does not fit'):
         build_model(cfg, str(bad))
+
+
+def test_hook_without_a_labelled_split_stops_before_training(
+        repo_root, data_root, tmp_path):
+    """A kNN data root with no meta/test.txt (nor val) fails at the start,
+    naming the file, not after the last iteration."""
+    cfg = small_cifar_cfg(repo_root, data_root, tmp_path / 'work', **{
+        'train_cfg.max_iters': 2,
+        'train_dataloader.batch_size': 4,
+        'train_dataloader.num_workers': 0,
+        'train_dataloader.persistent_workers': False,
+    })
+    [hook] = [h for h in cfg.custom_hooks if h.type == 'KNNHook']
+    unlabelled = tmp_path / 'unlabelled'
+    (unlabelled / 'meta').mkdir(parents=True)
+    (unlabelled / 'meta/train.txt').write_text('airplane/0000.jpg 0\n')
+    hook.update(data_root=str(unlabelled))
+    runner = Runner.from_cfg(cfg)
+    with pytest.raises(FileNotFoundError, match='meta/val.txt does not exist'):
+        runner.train()
+    assert runner.iter == 0

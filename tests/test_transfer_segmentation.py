@@ -151,7 +151,9 @@ def test_small_run_from_mrcl_checkpoint(encoder, data_root, tmp_path):
     train_from_checkpoint(runner, expected)
     metrics = runner.val()
     assert set(metrics) >= {'aAcc', 'mIoU', 'mAcc'}
-    assert 0 <= metrics['mIoU'] <= 100 and metrics['aAcc'] > 0
+    # after 3 iterations any value is possible (aAcc was 0 on some runs):
+    # the point is a full evaluation pass with real numbers
+    assert all(0 <= metrics[k] <= 100 for k in ('aAcc', 'mIoU', 'mAcc'))
     assert len(runner.val_dataloader.dataset) == 1  # all of ade_tiny's
 
 

@@ -16,6 +16,7 @@ import torch
 from mmengine.config import Config
 from mmengine.dataset import default_collate
 from mmengine.logging import MMLogger, print_log
+from mmengine.registry import DefaultScope
 from mmpretrain.datasets import CustomDataset
 from mmpretrain.registry import MODELS
 from torch.utils.data import DataLoader, Subset
@@ -52,12 +53,16 @@ def split_dataset(data_root: str, split: str,
         raise FileNotFoundError(
             f'no {split} split for kNN: {ann} does not exist (data_root '
             f'{data_root!r} must hold meta/{split}.txt and {split}/)')
-    return CustomDataset(
-        data_root=data_root, ann_file=f'meta/{split}.txt', data_prefix=split,
-        pipeline=pipeline or [
-            dict(type='LoadImageFromFile', color_type='color'),
-            dict(type='PackInputs')
-        ])
+    # mmpretrain's transforms, whatever scope the caller runs in (a test or
+    # tool that ran mmseg/mmdet before leaves theirs as the default)
+    with DefaultScope.overwrite_default_scope('mmpretrain'):
+        return CustomDataset(
+            data_root=data_root, ann_file=f'meta/{split}.txt',
+            data_prefix=split,
+            pipeline=pipeline or [
+                dict(type='LoadImageFromFile', color_type='color'),
+                dict(type='PackInputs')
+            ])
 
 
 def balanced_subset(dataset: CustomDataset,

@@ -4,6 +4,7 @@ import os
 import os.path as osp
 from unittest import mock
 
+from mmengine.dist import is_main_process
 from mmengine.hooks import CheckpointHook
 from mmengine.hooks import checkpoint_hook
 from mmpretrain.registry import HOOKS
@@ -68,8 +69,11 @@ class AtomicCheckpointHook(CheckpointHook):
             partial = f'.{filename}{PARTIAL_SUFFIX}'
             try:
                 save(out_dir, partial, *args, **kwargs)
-                os.replace(
-                    osp.join(out_dir, partial), osp.join(out_dir, filename))
+                # runner.save_checkpoint writes on the main process only
+                if is_main_process():
+                    os.replace(
+                        osp.join(out_dir, partial),
+                        osp.join(out_dir, filename))
             except BaseException as e:
                 if osp.exists(osp.join(out_dir, partial)):
                     os.remove(osp.join(out_dir, partial))

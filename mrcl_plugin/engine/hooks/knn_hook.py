@@ -7,7 +7,7 @@ from mmengine.hooks import Hook
 from mmengine.model import is_model_wrapper
 from mmpretrain.registry import HOOKS
 
-from ...evaluation.knn import knn_eval
+from ...evaluation.knn import knn_eval, split_dataset
 
 
 @HOOKS.register_module()
@@ -68,6 +68,10 @@ class KNNHook(Hook):
     def before_train(self, runner) -> None:
         if self.data_root is None:
             self.data_root = runner.cfg.train_dataloader.dataset.data_root
+        # a missing split stops the run now, not after its last iteration
+        for split in (self.eval_kwargs['bank_split'],
+                      self.eval_kwargs['query_split']):
+            split_dataset(self.data_root, split)
         if self.eval_before_train:
             self.evaluate(runner, step=runner.iter)
 

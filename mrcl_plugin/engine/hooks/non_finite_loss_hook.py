@@ -1,6 +1,7 @@
 """Stop training at the first NaN or infinite loss."""
 import math
 
+import torch
 from mmengine.hooks import Hook
 from mmpretrain.registry import HOOKS
 
@@ -22,7 +23,8 @@ class NonFiniteLossHook(Hook):
         bad = {
             k: v
             for k, v in (outputs or {}).items()
-            if k.startswith('loss') and not math.isfinite(float(v))
+            if k.startswith('loss') and not math.isfinite(
+                float(v.detach()) if torch.is_tensor(v) else float(v))
         }
         if not bad:
             return
