@@ -125,6 +125,35 @@ def _first_line(error: Exception) -> str:
     return text[0][:200] if text else type(error).__name__
 
 
+def key_list(keys: List[str], max_names: int = 8) -> str:
+    """'[a, b, c] and 5 more': the first ``max_names`` keys."""
+    more = f' and {len(keys) - max_names} more' if len(keys) > max_names \
+        else ''
+    return '[' + ', '.join(keys[:max_names]) + ']' + more
+
+
+def key_mismatches(own: Dict[str, torch.Tensor],
+                   state: Dict[str, torch.Tensor],
+                   max_names: int = 8) -> List[str]:
+    """What keeps ``state`` from loading strictly into a module whose own
+    state dict is ``own``: its missing keys, unexpected keys and shape
+    mismatches, each as 'N missing keys [a, b, ...]'; empty if it fits."""
+    missing = sorted(set(own) - set(state))
+    unexpected = sorted(set(state) - set(own))
+    shapes = [
+        f'{k} {tuple(state[k].shape)} vs {tuple(own[k].shape)}'
+        for k in sorted(set(own) & set(state))
+        if state[k].shape != own[k].shape
+    ]
+    return [
+        f'{len(keys)} {what} {key_list(keys, max_names)}'
+        for what, keys in (('missing keys', missing),
+                           ('unexpected keys', unexpected),
+                           ('shape mismatches (checkpoint vs model)', shapes))
+        if keys
+    ]
+
+
 def model_types(ckpt: Dict[str, Any]) -> List[str]:
     """The ``type=`` names in the config saved in an mmengine checkpoint's
     meta (read as text: a config is code and is never run here)."""

@@ -16,7 +16,7 @@ from typing import Any, Dict, List, Tuple
 
 import torch
 
-from .checkpoint import (BACKBONE_PREFIX, CheckpointError,
+from .checkpoint import (BACKBONE_PREFIX, CheckpointError, key_mismatches,
                          load_checkpoint_file, mrcl_backbone)
 
 ARCH_KEYS = ('embed_dims', 'num_layers', 'num_heads', 'feedforward_channels')
@@ -138,27 +138,13 @@ def check_strict(ckpt: Dict, target: str, path: str) -> None:
     unexpected and mis-shaped keys unless ``ckpt['state_dict']`` loads
     strictly into :func:`target_model`."""
     model = target_model(ckpt['meta'], target)
-    expected = model.state_dict()
-    state = ckpt['state_dict']
-    problems = [
-        (what, keys) for what, keys in (
-            ('missing', [k for k in expected if k not in state]),
-            ('unexpected', [k for k in state if k not in expected]),
-            ('shape differs', [
-                f'{k} {tuple(v.shape)} vs {tuple(expected[k].shape)}'
-                for k, v in state.items()
-                if k in expected and v.shape != expected[k].shape]))
-        if keys
-    ]
+    problems = key_mismatches(model.state_dict(), ckpt['state_dict'], 4)
     if problems:
-        found = '; '.join(f"{what} ({len(keys)}): {', '.join(keys[:4])}"
-                          + (', ...' if len(keys) > 4 else '')
-                          for what, keys in problems)
         raise CheckpointError(
             path, f'the converted encoder does not load strictly into '
-            f'{type(model).__module__}.{type(model).__name__}: {found} '
-            '(--no-strict writes it anyway)')
-    model.load_state_dict(state, strict=True)
+            f'{type(model).__module__}.{type(model).__name__}: '
+            f"{'; '.join(problems)} (--no-strict writes it anyway)")
+    model.load_state_dict(ckpt['state_dict'], strict=True)
 
 
 def save_atomic(obj: Any, dst: str) -> None:

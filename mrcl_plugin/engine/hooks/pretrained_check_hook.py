@@ -6,9 +6,7 @@ from mmengine.logging import print_log
 from mmengine.model import is_model_wrapper
 from mmpretrain.registry import HOOKS
 
-from ...checkpoint import load_checkpoint_file
-
-MAX_NAMES = 8
+from ...checkpoint import key_list, key_mismatches, load_checkpoint_file
 
 
 @HOOKS.register_module()
@@ -69,27 +67,12 @@ class PretrainedCheckHook(Hook):
             for k, v in target.state_dict().items()
             if k not in self.ignore_keys
         }
-        missing = sorted(set(own) - set(state))
-        unexpected = sorted(set(state) - set(own))
-        problems = []
-        if missing:
-            problems.append(f'{len(missing)} missing keys {_names(missing)}')
-        if unexpected:
-            problems.append(
-                f'{len(unexpected)} unexpected keys {_names(unexpected)}')
-        shapes = [
-            f'{k} {tuple(state[k].shape)} vs {tuple(own[k].shape)}'
-            for k in sorted(set(own) & set(state))
-            if state[k].shape != own[k].shape
-        ]
-        if shapes:
-            problems.append(f'{len(shapes)} shape mismatches (checkpoint vs '
-                            f'model) {_names(shapes)}')
+        problems = key_mismatches(own, state)
         if not problems and not runner._has_loaded:
             lost = [k for k in own if not torch.equal(own[k].cpu(), state[k])]
             if lost:
                 problems.append(
-                    f'{len(lost)} tensors did not arrive {_names(lost)}')
+                    f'{len(lost)} tensors did not arrive {key_list(lost)}')
         if problems:
             raise ValueError(
                 f'{path} does not fit {where} ({type(target).__name__}, '
@@ -126,7 +109,3 @@ class PretrainedCheckHook(Hook):
             }
         return {k: v for k, v in state.items() if k not in self.ignore_keys}
 
-
-def _names(keys):
-    more = f' and {len(keys) - MAX_NAMES} more' if len(keys) > MAX_NAMES else ''
-    return '[' + ', '.join(keys[:MAX_NAMES]) + ']' + more
