@@ -22,7 +22,7 @@ from mmpretrain.registry import MODELS
 from torch.utils.data import DataLoader, Subset
 
 from ..checkpoint import (BACKBONE_PREFIX, VIT_KEYS, CheckpointError,
-                          load_checkpoint_file)
+                          key_mismatches, load_checkpoint_file)
 
 Features = Tuple[torch.Tensor, torch.Tensor]  # (N, C) unit rows, (N, ) labels
 
@@ -115,13 +115,11 @@ def load_weights(model: torch.nn.Module, path: str) -> None:
                 path, 'neither a model checkpoint (no backbone.* keys) nor '
                 f'an encoder-only one (no {VIT_KEYS[0]})')
         target = model.backbone
-    try:
-        target.load_state_dict(state, strict=True)
-    except RuntimeError as e:
-        detail = str(e).split('\n\t')[1] if '\n\t' in str(e) else str(e)
+    problems = key_mismatches(target.state_dict(), state)
+    if problems:
         raise CheckpointError(
-            path, f'does not fit the config\'s model: {detail[:300]}'
-        ) from None
+            path, f"does not fit the config's model: {'; '.join(problems)}")
+    target.load_state_dict(state, strict=True)
 
 
 @torch.no_grad()
