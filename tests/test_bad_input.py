@@ -13,9 +13,11 @@ import mmcv
 import numpy as np
 import pytest
 import torch
+from mmengine.config import Config
 
 from mrcl_plugin.checkpoint import CheckpointError, load_checkpoint_file
-from mrcl_testing import CIFAR, ROOT, train_command, train_env
+from mrcl_testing import (CIFAR, ROOT, logged_iterations, train_command,
+                          train_env)
 
 TRAIN_IMAGES = CIFAR / 'train'
 
@@ -313,6 +315,17 @@ def test_resume_with_no_checkpoint(tmp_path):
 def test_resume_with_missing_path(tmp_path):
     assert train(tmp_path, '--resume', tmp_path / 'iter_9.pth') == \
         f'--resume checkpoint not found: {tmp_path}/iter_9.pth'
+
+
+def test_amp_trains_under_bf16_autocast_on_a_cpu(tmp_path):
+    """mmengine's AmpOptimWrapper asserts a GPU; without one --amp selects
+    CPUBF16OptimWrapper, and trains."""
+    assert train(tmp_path, '--amp', **{'train_cfg.max_iters': 1}) == ''
+    dumped = Config.fromfile(str(next(tmp_path.glob('*/vis_data/config.py'))))
+    assert dumped.optim_wrapper.type == (
+        'AmpOptimWrapper'
+        if torch.cuda.is_available() else 'CPUBF16OptimWrapper')
+    assert logged_iterations(tmp_path)[1]['loss'] > 0
 
 
 def test_a_real_subprocess_prints_one_error_line(tmp_path):

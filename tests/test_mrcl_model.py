@@ -161,3 +161,30 @@ def test_bad_config_names_the_key(override, key):
     cfg.update(override)
     with pytest.raises(ValueError, match=key.replace('.', r'\.')):
         build(cfg)
+
+
+def test_cpu_bf16_optim_wrapper_autocasts_the_forward_only():
+    """mmengine's AmpOptimWrapper refuses a CPU-only machine; ours runs the
+    forward in bf16 and keeps parameters, gradients and losses fp32."""
+    from mmengine.optim import AmpOptimWrapper
+    from mmpretrain.registry import OPTIM_WRAPPERS
+    model = build(mrcl_cfg())
+    if not torch.cuda.is_available():
+        with pytest.raises(AssertionError, match='only available'):
+            AmpOptimWrapper(optimizer=torch.optim.AdamW(model.parameters()))
+    wrapper = OPTIM_WRAPPERS.build(
+        dict(type='CPUBF16OptimWrapper',
+             optimizer=torch.optim.AdamW(model.parameters(), lr=1e-3)))
+    x = two_views(2)[0]
+    with wrapper.optim_context(model):
+        assert model.backbone.patch_embed(x)[0].dtype == torch.bfloat16
+    assert model.backbone.patch_embed(x)[0].dtype == torch.float32
+
+    weight = model.backbone.layers[0].attn.qkv.weight
+    before = weight.detach().clone()
+    log_vars = BaseModel.train_step(
+        model, dict(inputs=two_views(8), data_samples=None), wrapper)
+    assert all(v.dtype == torch.float32 and torch.isfinite(v)
+               for v in log_vars.values())
+    assert weight.dtype == torch.float32
+    assert not torch.equal(before, weight)

@@ -8,6 +8,7 @@ import argparse
 import os
 import os.path as osp
 
+import torch
 from mmengine.config import Config, DictAction
 from mmengine.registry import RUNNERS
 from mmengine.runner import Runner
@@ -30,7 +31,10 @@ def parse_args():
         help='resume from this checkpoint, or without a path from the latest '
         'checkpoint in the work directory')
     parser.add_argument(
-        '--amp', action='store_true', help='mixed-precision training')
+        '--amp',
+        action='store_true',
+        help='mixed-precision training: fp16 with loss scaling on a GPU, '
+        'bf16 autocast on a CPU (fast where it has avx512_bf16 or AMX)')
     parser.add_argument(
         '--auto-scale-lr',
         action='store_true',
@@ -74,9 +78,11 @@ def main():
     elif cfg.get('work_dir') is None:
         cfg.work_dir = osp.join('./work_dirs',
                                 osp.splitext(osp.basename(args.config))[0])
-    if args.amp:
+    if args.amp and torch.cuda.is_available():
         cfg.optim_wrapper.type = 'AmpOptimWrapper'
         cfg.optim_wrapper.setdefault('loss_scale', 'dynamic')
+    elif args.amp:  # AmpOptimWrapper asserts a GPU: bf16 autocast instead
+        cfg.optim_wrapper.type = 'CPUBF16OptimWrapper'
     if args.resume == 'auto':
         cfg.resume, cfg.load_from = True, None
     elif args.resume is not None:
