@@ -128,3 +128,16 @@ def test_small_config_trains_with_falling_loss(path, tmp_path):
     for key in ('loss_contrastive', 'loss_rec_masked', 'loss_rec_unmasked'):
         assert runner.message_hub.get_scalar(f'train/{key}') is not None
     assert (tmp_path / 'iter_20.pth').is_file()
+
+
+def test_small_configs_weigh_reconstruction_per_variant():
+    """The paper's STL-10 weights: 10 for MR-BarlowTwins, 0.01 for MR-BYOL
+    and MR-SimCLR, whose losses are ~100x smaller; the study's MR-X runs use
+    the same."""
+    from mrcl_plugin.study.presets import VARIANT_ALPHA
+    for variant, alpha in VARIANT_ALPHA.items():
+        cfg = Config.fromfile(
+            str(ROOT / 'configs/mrcl' /
+                f'mrcl-{variant}_vit-tiny-p4_1xb64-coslr-300it_cifar10.py'))
+        assert (cfg.model.rec_head.alpha, cfg.model.rec_head.lambd) == \
+            (alpha, alpha)

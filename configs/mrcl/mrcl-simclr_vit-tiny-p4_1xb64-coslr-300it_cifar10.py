@@ -17,4 +17,7 @@ model = dict(
         _delete_=True,
         type='ContrastiveHead',
         loss=dict(type='CrossEntropyLoss'),
-        temperature=0.1))
+        temperature=0.1),
+    # alpha = lambda = 0.01: MR-SimCLR's in the paper's Fig. 5 (STL-10).
+    # Its loss is ~5, not Barlow Twins' ~250: 10 would drown it.
+    rec_head=dict(alpha=0.01, lambd=0.01))
