@@ -5,7 +5,7 @@ import os.path as osp
 from statistics import mean, stdev
 from typing import Dict, List, Tuple
 
-from .presets import PRESETS
+from .presets import PRESETS, VARIANT_ALPHA
 from .runner import read_rows
 
 METRICS = (('knn_top1', 'kNN top-1'), ('linear_top1', 'linear top-1'))
@@ -29,16 +29,16 @@ def select(rows, **params) -> List[Dict]:
 
 
 def sweep(rows, preset, key: str, values) -> List[Tuple[float, Dict]]:
-    """(x, {metric: Stat}) of MR-BarlowTwins along one axis, the other
+    """(x, {metric: Stat}) of MR-<sweep variant> along one axis, the other
     parameters at the preset's defaults (all seeds at each point)."""
-    base = dict(variant='barlowtwins', method='mrcl',
-                mask_ratio=preset.mask_ratio, alpha=preset.alpha,
-                lambd=preset.alpha)
+    alpha = VARIANT_ALPHA[preset.sweep_variant]
+    base = dict(variant=preset.sweep_variant, method='mrcl',
+                mask_ratio=preset.mask_ratio, alpha=alpha, lambd=alpha)
     points = []
     for x in values:
         params = dict(base)
         if key == 'balance':
-            params['lambd'] = preset.alpha / x
+            params['lambd'] = alpha / x
         elif key == 'weight':
             params.update(alpha=x, lambd=x)
         else:
@@ -49,8 +49,8 @@ def sweep(rows, preset, key: str, values) -> List[Tuple[float, Dict]]:
     return points
 
 
-def plot(points, baseline: Dict, xlabel: str, title: str, path: str,
-         log_x: bool) -> None:
+def plot(points, name: str, baseline: Dict, init: Dict, xlabel: str,
+         title: str, path: str, log_x: bool) -> None:
     import matplotlib
     matplotlib.use('Agg')
     import matplotlib.pyplot as plt
@@ -59,12 +59,15 @@ def plot(points, baseline: Dict, xlabel: str, title: str, path: str,
         xs = [x for x, _ in points]
         ax.errorbar(xs, [p[metric][0] for _, p in points],
                     yerr=[p[metric][1] for _, p in points], marker='o',
-                    capsize=3, color='tab:blue', label='MR-BarlowTwins')
+                    capsize=3, color='tab:blue', label=f'MR-{name}')
         if metric in baseline:
             m, s, n = baseline[metric]
             ax.axhline(m, color='tab:red', linestyle='--',
-                       label=f'BarlowTwins (n={n})')
+                       label=f'{name} (n={n})')
             ax.axhspan(m - s, m + s, color='tab:red', alpha=0.1)
+        if metric in init:
+            ax.axhline(init[metric][0], color='gray', linestyle=':',
+                       label=f'random init (n={init[metric][2]})')
         if log_x:
             ax.set_xscale('symlog', linthresh=min(x for x in xs if x > 0))
         ax.set_xlabel(xlabel)
@@ -96,6 +99,32 @@ def peak_verdict(points, metric: str, spread: float) -> str:
                                 'no reversed U beyond the seed spread'))
 
 
+def precision_check(checks: List[Dict], rows: List[Dict],
+                    spread: float) -> List[str]:
+    """Each run trained again in the other precision, same seed: the
+    difference in accuracy against the seed spread, and the training
+    times."""
+    by_name = {r['name']: r for r in rows}
+    lines = []
+    for check in checks:
+        name = check['name'].rsplit('_', 1)[0]
+        if name not in by_name:
+            continue
+        ref = by_name[name]
+        lines += [
+            '', f'## {ref["precision"]} against {check["precision"]}', '',
+            f'`{name}` trained again in {check["precision"]}, same seed: '
+            + ', '.join(
+                f'{label} {ref[m]:.1f} ({ref["precision"]}) against '
+                f'{check[m]:.1f} ({check["precision"]}), '
+                f'{ref[m] - check[m]:+.1f}' for m, label in METRICS) +
+            f' points (headline seed spread {spread:.1f}); training '
+            f'{ref["train_s"]:.0f} s against {check["train_s"]:.0f} s '
+            f'({check["train_s"] / ref["train_s"]:.2f}x).'
+        ]
+    return lines
+
+
 def write_report(csv_path: str, out_md: str) -> str:
     """Write ``out_md`` and its PNGs (in ``<out_md stem>/``); return the
     Markdown."""
@@ -106,19 +135,29 @@ def write_report(csv_path: str, out_md: str) -> str:
     if len(presets) != 1:
         raise ValueError(f'{csv_path}: rows of several presets {presets}')
     preset = PRESETS[presets.pop()]
+    # runs in another precision than the preset's are a check of it, kept
+    # out of every other statistic
+    precision = 'bf16' if preset.bf16 else 'fp32'
+    every = rows
+    checks = [r for r in rows if r['precision'] != precision]
+    rows = [r for r in rows if r['precision'] == precision]
     fig_dir = osp.splitext(out_md)[0]
     os.makedirs(fig_dir, exist_ok=True)
     rel = osp.basename(fig_dir)
-    total = sum(r['wall_s'] for r in rows)
+    total = sum(r['wall_s'] for r in every)
     seeds = sorted({int(r['seed']) for r in rows})
+    init_rows = select(rows, method='init')
+    init = {m: stat(init_rows, m) for m, _ in METRICS} if init_rows else {}
+    trained = [r for r in rows if r['method'] != 'init']
     lines = [
         '# Small-scale study: does masking + reconstruction help?', '',
-        f'Preset `{preset.name}`: {len(rows)} runs of '
+        f'Preset `{preset.name}`: {len(trained)} runs of '
         f'{preset.iters} iterations at batch {preset.batch_size} each '
         f'(seeds {seeds} for the headline comparison, seed 0 for sweep '
-        'points), the small ViT of '
-        '`configs/mrcl/mrcl-*_vit-tiny-p4_1xb64-coslr-300it_cifar10.py` on the '
-        'real CIFAR-10 sample. kNN: k=20, T=0.07, '
+        f'points){" under CPU bf16 autocast" if preset.bf16 else ""}, and '
+        f'{len(init_rows)} random inits evaluated untrained; the small ViT '
+        'of `configs/mrcl/mrcl-*_vit-tiny-p4_1xb64-coslr-300it_cifar10.py` '
+        'on the real CIFAR-10 sample. kNN: k=20, T=0.07, '
         f'{int(rows[0]["knn_bank"])} bank and '
         f'{int(rows[0]["knn_queries"])} test images; linear: softmax '
         'regression on the frozen class tokens of the same images.', '',
@@ -127,6 +166,7 @@ def write_report(csv_path: str, out_md: str) -> str:
         f'{max(r["wall_s"] for r in rows):.0f} s per run.', '',
         f'Re-run: `python tools/study/run.py --preset {preset.name}` then '
         f'`python tools/study/report.py {csv_path} --out {out_md}`.', '',
+        *([preset.rationale, ''] if preset.rationale else []),
         '## Table 1, scaled down: X vs MR-X', '',
         '| method | ' + ' | '.join(
             f'{label} X | {label} MR-X | MR-X - X'
@@ -134,11 +174,15 @@ def write_report(csv_path: str, out_md: str) -> str:
         '|---|' + '---|' * 3 * len(METRICS)
     ]
     claims = []
+    if init:
+        lines.append('| random init | ' + ' | '.join(
+            f'{fmt(init[m])} | | ' for m, _ in METRICS) + ' |')
     for variant in preset.headline_variants:
         base = select(rows, variant=variant, method='baseline')
         mr = select(rows, variant=variant, method='mrcl',
-                    mask_ratio=preset.mask_ratio, alpha=preset.alpha,
-                    lambd=preset.alpha)
+                    mask_ratio=preset.mask_ratio,
+                    alpha=VARIANT_ALPHA[variant],
+                    lambd=VARIANT_ALPHA[variant])
         if not base or not mr:
             lines.append(f'| {NAMES[variant]} | missing |' + ' |' *
                          (3 * len(METRICS) - 1))
@@ -152,9 +196,25 @@ def write_report(csv_path: str, out_md: str) -> str:
                           f'({label}): **{"held" if held else "did not hold"}'
                           f'**, {how}.')
         lines.append(f'| {NAMES[variant]} | ' + ' | '.join(cells) + ' |')
-    bt_base = select(rows, variant='barlowtwins', method='baseline')
-    baseline = {m: stat(bt_base, m) for m, _ in METRICS} if bt_base else {}
-    spread = max([s[1] for s in baseline.values()] + [0.])
+        if init:
+            metric, label = METRICS[0]
+            for name, found in ((NAMES[variant], base),
+                                (f'MR-{NAMES[variant]}', mr)):
+                held, how = beats(stat(found, metric), init[metric])
+                claims.append(
+                    f'- {name} beats its random init ({label}): '
+                    f'**{"held" if held else "did not hold"}**, {how}.')
+    # the sweeps' reference: their variant's baseline; their resolution:
+    # the larger seed spread of its baseline and of its MR default
+    name = NAMES[preset.sweep_variant]
+    alpha = VARIANT_ALPHA[preset.sweep_variant]
+    base_rows = select(rows, variant=preset.sweep_variant, method='baseline')
+    mr_rows = select(rows, variant=preset.sweep_variant, method='mrcl',
+                     mask_ratio=preset.mask_ratio, alpha=alpha, lambd=alpha)
+    baseline = {m: stat(base_rows, m) for m, _ in METRICS} \
+        if base_rows else {}
+    spread = max([stat(found, m)[1] for found in (base_rows, mr_rows)
+                  if found for m, _ in METRICS] + [0.])
     figures = (
         ('mask_ratio', preset.mask_ratios, 'mask ratio r',
          'Fig. 3: mask ratio', False),
@@ -168,8 +228,12 @@ def write_report(csv_path: str, out_md: str) -> str:
         if not points:
             continue
         png = f'{key}.png'
-        plot(points, baseline, xlabel, title, osp.join(fig_dir, png), log_x)
-        lines += ['', f'## {title}', '', f'![{title}]({rel}/{png})', '',
+        plot(points, name, baseline, init, xlabel, title,
+             osp.join(fig_dir, png), log_x)
+        lines += ['', f'## {title}', '',
+                  f'MR-{name}, one seed per point (the default point: all '
+                  f'seeds); dashed: {name}, dotted: random init.', '',
+                  f'![{title}]({rel}/{png})', '',
                   f'| {xlabel} | ' + ' | '.join(l for _, l in METRICS) + ' |',
                   '|---|' + '---|' * len(METRICS)]
         lines += [f'| {x:g} | ' + ' | '.join(fmt(p[m]) for m, _ in METRICS)
@@ -177,20 +241,25 @@ def write_report(csv_path: str, out_md: str) -> str:
         for metric, label in METRICS:
             claims.append(f'- {title} ({label}): '
                           f'{peak_verdict(points, metric, spread)}.')
+    lines += precision_check(checks, rows, spread)
     lines += ['', '## Claims, at this scale', '', *claims, '',
               '"Held" means the mean difference exceeds the larger of the two '
               'seed standard deviations. Sweep points have one seed (the '
               'default point has all of them): differences between them '
               f'smaller than the headline seed spread ({spread:.1f} points) '
               'are not resolved.', '', '## Every run', '',
-              '| run | seed | kNN | linear | ' + ' | '.join(
-                  ('contrastive', 'masked', 'unmasked')) + ' | wall s |',
-              '|---|---|---|---|---|---|---|---|']
+              'Losses are those of the last iteration: the contrastive '
+              'term, and the masked and unmasked reconstruction terms with '
+              'their weights alpha and lambda applied.', '',
+              '| run | seed | precision | kNN | linear | contrastive | '
+              'masked | unmasked | train s | wall s |',
+              '|---|---|---|---|---|---|---|---|---|---|']
     lines += [
-        f'| {r["name"]} | {int(r["seed"])} | {r["knn_top1"]:.1f} | '
-        f'{r["linear_top1"]:.1f} | {r["loss_contrastive"]:.3g} | '
-        f'{r["loss_rec_masked"]:.3g} | {r["loss_rec_unmasked"]:.3g} | '
-        f'{r["wall_s"]:.0f} |' for r in rows
+        f'| {r["name"]} | {int(r["seed"])} | {r["precision"]} | '
+        f'{r["knn_top1"]:.1f} | {r["linear_top1"]:.1f} | '
+        f'{r["loss_contrastive"]:.3g} | {r["loss_rec_masked"]:.3g} | '
+        f'{r["loss_rec_unmasked"]:.3g} | {r["train_s"]:.0f} | '
+        f'{r["wall_s"]:.0f} |' for r in every
     ]
     text = '\n'.join(lines) + '\n'
     with open(out_md, 'w') as f:

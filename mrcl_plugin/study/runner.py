@@ -18,7 +18,7 @@ from .presets import CONFIG, Preset, Run
 
 LOSSES = ('loss_contrastive', 'loss_rec_masked', 'loss_rec_unmasked')
 COLUMNS = ('preset', 'name', 'variant', 'method', 'mask_ratio', 'alpha',
-           'lambd', 'seed', 'iters', 'batch_size', *LOSSES, 'knn_top1',
+           'lambd', 'seed', 'precision', 'iters', 'batch_size', *LOSSES, 'knn_top1',
            'linear_top1', 'knn_bank', 'knn_queries', 'train_s', 'wall_s',
            'machine', 'overrides')
 NUMERIC = ('mask_ratio', 'alpha', 'lambd', 'seed', 'iters', 'batch_size',
@@ -119,6 +119,8 @@ def run_config(run: Run, preset: Preset, work_dir: str) -> Config:
         # work_dir (vis_data/scalars.json)
         'log_level': 'WARNING',
     })
+    if run.precision_in(preset) == 'bf16':
+        cfg.optim_wrapper.type = 'CPUBF16OptimWrapper'
     cfg.custom_hooks = [h for h in cfg.custom_hooks if h.type != 'KNNHook']
     warmup, cosine = cfg.param_scheduler
     warmup.end = cosine.begin = preset.warmup_iters
@@ -173,7 +175,10 @@ def train_and_evaluate(run: Run, preset: Preset, work_root: str) -> Dict:
     start = time.time()
     cfg = run_config(run, preset, osp.join(work_root, run.name))
     runner = Runner.from_cfg(cfg)
-    runner.train()
+    if run.method == 'init':
+        runner.model.init_weights()
+    else:
+        runner.train()
     train_s = time.time() - start
     scalars = runner.message_hub.log_scalars
     losses = {
@@ -184,8 +189,8 @@ def train_and_evaluate(run: Run, preset: Preset, work_root: str) -> Dict:
     row = dict(
         preset=preset.name,
         name=run.name,
-        **run.as_dict(),
-        iters=preset.iters,
+        **run.as_dict(preset),
+        iters=0 if run.method == 'init' else preset.iters,
         batch_size=preset.batch_size,
         **losses,
         **evaluate(model, cfg, preset),
@@ -194,6 +199,14 @@ def train_and_evaluate(run: Run, preset: Preset, work_root: str) -> Dict:
         overrides=json.dumps(run.overrides()))
     row['wall_s'] = round(time.time() - start, 1)
     return row
+
+
+def _expected_s(run: Run, rows: List[Dict]) -> float:
+    trained = run.method != 'init'
+    alike = [r['wall_s'] for r in rows
+             if (r['method'] != 'init') == trained] or \
+        [r['wall_s'] for r in rows]
+    return sum(alike) / len(alike)
 
 
 def run_study(preset: Preset, csv_path: str, work_root: str,
@@ -207,14 +220,15 @@ def run_study(preset: Preset, csv_path: str, work_root: str,
     total = len(preset.runs())
     log(f'[study] preset {preset.name}: {total} runs, {len(done)} done '
         f'already ({csv_path}), {len(todo)} to go')
-    for run in todo[:max_runs]:
+    for i, run in enumerate(todo[:max_runs]):
         row = train_and_evaluate(run, preset, work_root)
         rows.append(row)
         write_rows(csv_path, rows)
-        left = total - len(rows)
-        per_run = sum(r['wall_s'] for r in rows) / len(rows)
+        # time left: the runs to go, each at the mean of the finished runs
+        # of its kind (an untrained init costs only its evaluation)
+        left = todo[i + 1:]
         log(f'[study] {len(rows)}/{total} done: {run.name}: kNN '
             f'{row["knn_top1"]:.1f}%, linear {row["linear_top1"]:.1f}%, '
-            f'{row["wall_s"]:.0f} s; {left} left, about '
-            f'{left * per_run / 60:.0f} min to go')
+            f'{row["wall_s"]:.0f} s; {len(left)} left, about '
+            f'{sum(_expected_s(r, rows) for r in left) / 60:.0f} min to go')
     return rows
