@@ -68,8 +68,11 @@ def plot(points, name: str, baseline: Dict, init: Dict, xlabel: str,
         if metric in init:
             ax.axhline(init[metric][0], color='gray', linestyle=':',
                        label=f'random init (n={init[metric][2]})')
-        if log_x:
+        if log_x and min(xs) > 0:
+            ax.set_xscale('log')
+        elif log_x:  # a 0 on a log axis: linear up to the smallest x > 0
             ax.set_xscale('symlog', linthresh=min(x for x in xs if x > 0))
+            ax.set_xlim(left=0)
         ax.set_xlabel(xlabel)
         ax.set_ylabel(f'{label} (%)')
         ax.grid(alpha=0.3)
@@ -86,17 +89,23 @@ def beats(mr: Stat, base: Stat) -> Tuple[bool, str]:
 
 
 def peak_verdict(points, metric: str, spread: float) -> str:
-    """Where the curve peaks, and whether both ends fall below the peak by
-    more than the seed spread (a reversed U)."""
+    """Where the curve peaks, and how far each end falls below the peak:
+    both ends by more than the seed spread is a reversed U, one end a
+    threshold on that side only."""
     if len(points) < 3:
         return 'too few points to tell'
     values = [(p[metric][0], x) for x, p in points]
     best, best_x = max(values)
-    first, last = values[0][0], values[-1][0]
-    u_shape = best - first > spread and best - last > spread
-    return (f'best at {best_x:g} ({best:.1f}); ends {first:.1f} and '
-            f'{last:.1f}: ' + ('a reversed U' if u_shape else
-                                'no reversed U beyond the seed spread'))
+    low, high = best - values[0][0], best - values[-1][0]
+    shape = {
+        (True, True): 'a reversed U',
+        (False, True): 'falls off at the high end only',
+        (True, False): 'falls off at the low end only',
+        (False, False): 'flat within the seed spread',
+    }[(low > spread, high > spread)]
+    return (f'best at {best_x:g} ({best:.1f}); the lowest setting '
+            f'({points[0][0]:g}) {low:.1f} below it, the highest '
+            f'({points[-1][0]:g}) {high:.1f} below: {shape}')
 
 
 def precision_check(checks: List[Dict], rows: List[Dict],
