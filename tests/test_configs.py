@@ -122,11 +122,17 @@ def test_small_config_trains_with_falling_loss(path, tmp_path):
     history = runner.message_hub.get_scalar('train/loss').data[0]
     assert len(history) == 20 and all(map(torch.isfinite,
                                           torch.tensor(history)))
-    # single iterations are noisy: compare 5-iteration means (here, with
-    # seed 0, the last five come to 0.73-0.79 of the first five)
-    assert sum(history[-5:]) < 0.9 * sum(history[:5])
-    for key in ('loss_contrastive', 'loss_rec_masked', 'loss_rec_unmasked'):
-        assert runner.message_hub.get_scalar(f'train/{key}') is not None
+    # single iterations are noisy: compare 5-iteration means. The total
+    # falls less where reconstruction weighs 0.01 (MR-BYOL, MR-SimCLR: the
+    # InfoNCE loss at batch 32 falls by ~10% in 20 iterations), so each
+    # reconstruction term must fall too
+    def falls(key, ratio):
+        values = runner.message_hub.get_scalar(f'train/{key}').data[0]
+        return sum(values[-5:]) < ratio * sum(values[:5])
+
+    assert falls('loss', 0.95)
+    assert falls('loss_rec_masked', 0.9) and falls('loss_rec_unmasked', 0.9)
+    assert runner.message_hub.get_scalar('train/loss_contrastive')
     assert (tmp_path / 'iter_20.pth').is_file()
 
 
