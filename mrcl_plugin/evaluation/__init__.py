@@ -1,8 +1,9 @@
-from .knn import (balanced_subset, build_model, eval_pipeline,
-                  extract_features, knn_eval, knn_top1, load_weights,
-                  split_dataset)
+from .knn import (balanced_subset, bank_and_query_features, build_model,
+                  eval_pipeline, extract_features, knn_eval, knn_top1,
+                  load_weights, split_dataset)
 
 __all__ = [
-    'balanced_subset', 'build_model', 'eval_pipeline', 'extract_features',
-    'knn_eval', 'knn_top1', 'load_weights', 'split_dataset'
+    'balanced_subset', 'bank_and_query_features', 'build_model',
+    'eval_pipeline', 'extract_features', 'knn_eval', 'knn_top1',
+    'load_weights', 'split_dataset'
 ]

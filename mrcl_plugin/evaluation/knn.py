@@ -182,6 +182,29 @@ def knn_top1(bank: Features, queries: Features, k: int = 20,
     return 100. * correct / len(query_feats)
 
 
+def bank_and_query_features(
+        model,
+        data_root: str,
+        bank_split: str = 'train',
+        query_split: str = 'test',
+        bank_per_class: Optional[int] = None,
+        query_per_class: Optional[int] = None,
+        batch_size: int = 256,
+        num_workers: int = 2) -> Tuple[Features, Features]:
+    """:func:`extract_features` of the bank and the query split under
+    ``data_root`` (whole, or the first ``*_per_class`` images of each
+    class), through :func:`eval_pipeline` at the model's image size."""
+    pipeline = eval_pipeline(model.backbone.img_size[0])
+    feats = []
+    for split, per_class in ((bank_split, bank_per_class),
+                             (query_split, query_per_class)):
+        dataset = split_dataset(data_root, split, pipeline)
+        feats.append(extract_features(
+            model, dataset, balanced_subset(dataset, per_class), batch_size,
+            num_workers, name=f'the {split} split'))
+    return feats[0], feats[1]
+
+
 def knn_eval(model,
              data_root: str,
              bank_split: str = 'train',
@@ -201,14 +224,9 @@ def knn_eval(model,
         sqrt(p(1-p)/n) over the n queries), ``bank`` and ``queries`` (the
         numbers of images).
     """
-    pipeline = eval_pipeline(model.backbone.img_size[0])
-    feats = []
-    for split, per_class in ((bank_split, bank_per_class),
-                             (query_split, query_per_class)):
-        dataset = split_dataset(data_root, split, pipeline)
-        feats.append(extract_features(
-            model, dataset, balanced_subset(dataset, per_class), batch_size,
-            num_workers, name=f'the {split} split'))
+    feats = bank_and_query_features(model, data_root, bank_split,
+                                    query_split, bank_per_class,
+                                    query_per_class, batch_size, num_workers)
     top1 = knn_top1(*feats, k=k, temperature=temperature)
     bank, queries = len(feats[0][0]), len(feats[1][0])
     se = 100 * math.sqrt(top1 / 100 * (1 - top1 / 100) / queries)

@@ -87,6 +87,13 @@ class Preset:
     bf16: bool = False  # train under CPU bf16 autocast (CPUBF16OptimWrapper)
     rationale: str = ''  # why this budget: printed in the report
 
+    def mr_defaults(self, variant: str) -> Dict:
+        """The parameters of MR-``variant`` at the preset's defaults: the
+        headline MR-X, and the point every sweep passes through."""
+        alpha = VARIANT_ALPHA[variant]
+        return dict(variant=variant, method='mrcl',
+                    mask_ratio=self.mask_ratio, alpha=alpha, lambd=alpha)
+
     def runs(self) -> List[Run]:
         """Every run of the grid, each once: the random inits, the headline
         runs, then the sweeps."""
@@ -97,9 +104,7 @@ class Preset:
         for seed in self.headline_seeds:
             for variant in self.headline_variants:
                 runs.append(Run(variant, 'baseline', 0., 0., 0., seed))
-                alpha = VARIANT_ALPHA[variant]
-                runs.append(
-                    Run(variant, 'mrcl', self.mask_ratio, alpha, alpha, seed))
+                runs.append(Run(**self.mr_defaults(variant), seed=seed))
         variant, r = self.sweep_variant, self.mask_ratio
         alpha = VARIANT_ALPHA[variant]
         sweep = [
@@ -112,8 +117,8 @@ class Preset:
         if self.bf16:
             # does bf16 change the result? the same seed in fp32
             sweep.append(
-                Run(variant, 'mrcl', r, alpha, alpha, self.headline_seeds[0],
-                    'fp32'))
+                Run(**self.mr_defaults(variant), seed=self.headline_seeds[0],
+                    precision='fp32'))
         for run in sweep:
             if run not in runs:
                 runs.append(run)

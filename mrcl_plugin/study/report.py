@@ -5,7 +5,7 @@ import os.path as osp
 from statistics import mean, stdev
 from typing import Dict, List, Tuple
 
-from .presets import PRESETS, VARIANT_ALPHA
+from .presets import PRESETS
 from .runner import read_rows
 
 METRICS = (('knn_top1', 'kNN top-1'), ('linear_top1', 'linear top-1'))
@@ -31,9 +31,8 @@ def select(rows, **params) -> List[Dict]:
 def sweep(rows, preset, key: str, values) -> List[Tuple[float, Dict]]:
     """(x, {metric: Stat}) of MR-<sweep variant> along one axis, the other
     parameters at the preset's defaults (all seeds at each point)."""
-    alpha = VARIANT_ALPHA[preset.sweep_variant]
-    base = dict(variant=preset.sweep_variant, method='mrcl',
-                mask_ratio=preset.mask_ratio, alpha=alpha, lambd=alpha)
+    base = preset.mr_defaults(preset.sweep_variant)
+    alpha = base['alpha']
     points = []
     for x in values:
         params = dict(base)
@@ -188,10 +187,7 @@ def write_report(csv_path: str, out_md: str) -> str:
             f'{fmt(init[m])} | | ' for m, _ in METRICS) + ' |')
     for variant in preset.headline_variants:
         base = select(rows, variant=variant, method='baseline')
-        mr = select(rows, variant=variant, method='mrcl',
-                    mask_ratio=preset.mask_ratio,
-                    alpha=VARIANT_ALPHA[variant],
-                    lambd=VARIANT_ALPHA[variant])
+        mr = select(rows, **preset.mr_defaults(variant))
         if not base or not mr:
             lines.append(f'| {NAMES[variant]} | missing |' + ' |' *
                          (3 * len(METRICS) - 1))
@@ -216,10 +212,8 @@ def write_report(csv_path: str, out_md: str) -> str:
     # the sweeps' reference: their variant's baseline; their resolution:
     # the larger seed spread of its baseline and of its MR default
     name = NAMES[preset.sweep_variant]
-    alpha = VARIANT_ALPHA[preset.sweep_variant]
     base_rows = select(rows, variant=preset.sweep_variant, method='baseline')
-    mr_rows = select(rows, variant=preset.sweep_variant, method='mrcl',
-                     mask_ratio=preset.mask_ratio, alpha=alpha, lambd=alpha)
+    mr_rows = select(rows, **preset.mr_defaults(preset.sweep_variant))
     baseline = {m: stat(base_rows, m) for m, _ in METRICS} \
         if base_rows else {}
     spread = max([stat(found, m)[1] for found in (base_rows, mr_rows)

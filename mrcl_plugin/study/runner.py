@@ -12,8 +12,7 @@ import torch
 from mmengine.config import Config
 from mmengine.runner import Runner
 
-from ..evaluation import (balanced_subset, extract_features, knn_top1,
-                          split_dataset)
+from ..evaluation import bank_and_query_features, knn_top1
 from .presets import CONFIG, Preset, Run
 
 LOSSES = ('loss_contrastive', 'loss_rec_masked', 'loss_rec_unmasked')
@@ -152,21 +151,17 @@ def evaluate(model, cfg: Config, preset: Preset) -> Dict:
     """kNN (k=20, T=0.07) and linear top-1 of the encoder's class tokens of
     the full train (bank) and test (queries) splits, or the preset's
     per-class subsets."""
-    data_root = cfg.train_dataloader.dataset.data_root
-    feats = {}
-    for split, per_class in (('train', preset.knn_per_class),
-                             ('test', preset.knn_test_per_class)):
-        dataset = split_dataset(data_root, split)
-        feats[split] = extract_features(
-            model, dataset, balanced_subset(dataset, per_class),
-            num_workers=preset.num_workers, name=f'{split} images')
+    bank, queries = bank_and_query_features(
+        model, cfg.train_dataloader.dataset.data_root,
+        bank_per_class=preset.knn_per_class,
+        query_per_class=preset.knn_test_per_class,
+        num_workers=preset.num_workers)
     return dict(
-        knn_top1=round(knn_top1(feats['train'], feats['test']), 2),
+        knn_top1=round(knn_top1(bank, queries), 2),
         linear_top1=round(
-            linear_probe(feats['train'], feats['test'],
-                         preset.linear_epochs), 2),
-        knn_bank=len(feats['train'][1]),
-        knn_queries=len(feats['test'][1]))
+            linear_probe(bank, queries, preset.linear_epochs), 2),
+        knn_bank=len(bank[1]),
+        knn_queries=len(queries[1]))
 
 
 def train_and_evaluate(run: Run, preset: Preset, work_root: str) -> Dict:
