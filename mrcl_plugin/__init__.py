@@ -6,5 +6,5 @@ from . import compat
 
 compat.apply()
 
-from . import engine, models  # noqa: E402,F401
+from . import datasets, engine, models  # noqa: E402,F401
 from .version import __version__  # noqa: E402,F401

@@ -190,3 +190,86 @@ def logged_iterations(work_dir) -> dict:
             if 'iter' in record:  # not the kNN hook's lines
                 logs[record['iter']] = record
     return logs
+
+
+# -- STL-10 in its release's binary layout ------------------------------------
+
+TINY_IMAGENET = DATA / 'cls' / 'tiny_imagenet_10cls'
+
+
+def stl10_images(n: int, offset: int = 0) -> np.ndarray:
+    """n real Tiny-ImageNet train images resized to STL-10's 96 px,
+    (n, 96, 96, 3) BGR uint8, one class after another; and their labels."""
+    lines = (TINY_IMAGENET / 'meta' / 'train.txt').read_text().splitlines()
+    picked = lines[offset::len(lines) // n][:n]
+    images, labels = [], []
+    for line in picked:
+        name, label = line.rsplit(' ', 1)
+        img = mmcv.imread(str(TINY_IMAGENET / 'train' / name), 'color')
+        images.append(mmcv.imresize(img, (96, 96)))
+        labels.append(int(label))
+    return np.stack(images), np.array(labels)
+
+
+def write_stl10(root: Path, train: int = 8, unlabeled: int = 8,
+                test: int = 4) -> dict:
+    """``root/stl10_binary/{train,unlabeled,test}_X.bin`` and the label
+    files as the release writes them: uint8 RGB, each image channel by
+    channel, column-major; labels 1..10. Returns {part: (BGR, labels)}."""
+    folder = root / 'stl10_binary'
+    folder.mkdir(parents=True, exist_ok=True)
+    written = {}
+    for offset, (part, n) in enumerate(
+            [('train', train), ('unlabeled', unlabeled), ('test', test)]):
+        bgr, labels = stl10_images(n, offset)
+        # (N, H, W, C) BGR -> RGB -> (N, C, W, H): C-order bytes of that are
+        # the column-major (H, W, C) planes of the release
+        planes = bgr[..., ::-1].transpose(0, 3, 2, 1)
+        (folder / f'{part}_X.bin').write_bytes(
+            np.ascontiguousarray(planes).tobytes())
+        if part != 'unlabeled':
+            (folder / f'{part}_y.bin').write_bytes(
+                (labels + 1).astype(np.uint8).tobytes())
+        written[part] = (bgr, labels)
+    return written
+
+
+# -- a config change as command-line --cfg-options ----------------------------
+
+
+def cfg_options(original, changed, prefix: str = '') -> list:
+    """``key=value`` strings that turn config dict ``original`` into
+    ``changed`` through mmengine's ``--cfg-options`` (``DictAction``): a
+    changed leaf as itself, a changed list element by its index, a new
+    dict by its leaves, a dict that lost keys or replaced a non-dict with
+    ``key._delete_=True`` and all its leaves."""
+    if isinstance(changed, dict):
+        if original is not None and (not isinstance(original, dict)
+                                     or set(original) - set(changed)):
+            return [f'{prefix}_delete_=True'] + [
+                opt for k, v in changed.items()
+                for opt in cfg_options(None, v, f'{prefix}{k}.')
+            ]
+        return [
+            opt for k, v in changed.items()
+            for opt in cfg_options((original or {}).get(k), v,
+                                   f'{prefix}{k}.')
+        ]
+    if (isinstance(changed, (list, tuple)) and isinstance(original, type(
+            changed)) and len(original) == len(changed)
+            and any(isinstance(v, (dict, list)) for v in changed)):
+        return [
+            opt for i, (a, b) in enumerate(zip(original, changed))
+            for opt in cfg_options(a, b, f'{prefix}{i}.')
+        ]
+    if original == changed and original is not None:
+        return []
+    return [f'{prefix[:-1]}={_option_value(changed)}']
+
+
+def _option_value(value) -> str:
+    if isinstance(value, (list, tuple)):
+        assert not any(isinstance(v, dict) for v in value), value
+        inner = ','.join(_option_value(v) for v in value)
+        return f'[{inner}]' if isinstance(value, list) else f'({inner},)'
+    return str(value)

@@ -85,7 +85,10 @@ def test_ablation_sweeps_are_overrides():
     assert cfg.optim_wrapper.optimizer.lr == pytest.approx(3e-4 * 512 / 256)
     assert cfg.auto_scale_lr.base_batch_size == 512
     assert cfg.train_cfg.max_epochs == 300
-    assert cfg.train_dataloader.dataset.pipeline[1].type == 'MultiView'
+    # the release's binary files, decoded by the dataset: no image loading
+    dataset = cfg.train_dataloader.dataset
+    assert (dataset.type, dataset.split) == ('STL10', 'train+unlabeled')
+    assert [t.type for t in dataset.pipeline] == ['MultiView', 'PackInputs']
     cfg.merge_from_dict({
         'model.backbone.mask_ratio': 0.4,
         'model.rec_head.alpha': 0.1,

@@ -1,0 +1,3 @@
+from .stl10 import STL10, STL10FileError
+
+__all__ = ['STL10', 'STL10FileError']
