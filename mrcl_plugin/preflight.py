@@ -12,11 +12,15 @@ import inspect
 import os
 import os.path as osp
 import uuid
+from typing import Optional, Tuple
 
 from mmengine.config import Config
+from mmengine.registry import DATASETS
 from mmengine.runner import Runner, find_latest_checkpoint
+from mmpretrain.datasets import CustomDataset
 
 from .checkpoint import load_checkpoint_file, model_types
+from .datasets import STL10, STL10FileError
 
 IMAGE_EXTENSIONS = ('.jpg', '.jpeg', '.png', '.ppm', '.bmp', '.pgm', '.tif',
                     '.tiff', '.webp')
@@ -45,7 +49,7 @@ def check_train_config(cfg: Config) -> None:
     check_work_dir(cfg.work_dir)
     check_ranges(cfg)
     check_checkpoint(cfg)
-    check_dataset(cfg.train_dataloader)
+    check_dataset(cfg)
 
 
 def check_work_dir(work_dir: str) -> None:
@@ -106,50 +110,122 @@ def check_checkpoint(cfg: Config) -> None:
             'weights')
 
 
-def check_dataset(loader_cfg) -> None:
-    """A folder or annotation dataset (mmpretrain's ``CustomDataset`` and
-    its kind): the folder exists, every class folder and the annotation's
-    files have images, and there are at least ``batch_size`` of them."""
-    dataset = loader_cfg.dataset
-    while 'dataset' in dataset:  # RepeatDataset and the like
-        dataset = dataset.dataset
-    root = dataset.get('data_root') or ''
-    prefix = dataset.get('data_prefix') or ''
-    if isinstance(prefix, dict):
-        prefix = prefix.get('img_path', prefix.get('img', ''))
-    folder = osp.join(root, prefix)
-    key = 'train_dataloader.dataset'
-    if not osp.isdir(folder):
-        raise ConfigError(f'{key}: data folder {folder} does not exist '
-                          '(data_root + data_prefix; set MRCL_DATA?)')
-    ann_file = dataset.get('ann_file') or ''
-    if ann_file:
-        files = _annotated_files(osp.join(root, ann_file), folder)
-    else:
-        files = _folder_images(folder)
-    batch_size = loader_cfg.get('batch_size', 1)
-    if len(files) < batch_size:
+def check_dataset(cfg: Config) -> None:
+    """The train data as its dataset class will read it.
+
+    The dataset is built lazily (``lazy_init=True``, no pipeline), so its
+    class resolves ``split``, ``data_root``, ``data_prefix`` and
+    ``ann_file`` as it will when training (mmpretrain's ``ImageNet`` fills in
+    ``train/`` and ``meta/train.txt`` from ``split='train'``); the checks
+    then read those paths. Known kinds: mmpretrain's ``CustomDataset`` and
+    its subclasses (the folder exists, every class folder and every file the
+    annotation names is there, at least ``batch_size`` images), this
+    plugin's ``STL10`` (its files are whole), and the wrappers
+    ``ConcatDataset``/``RepeatDataset``/``ClassBalancedDataset`` around them.
+    Any other type is left to its own loader: nothing is refused that this
+    cannot know."""
+    loader = cfg.train_dataloader
+    found = _checked_count(loader.dataset, 'train_dataloader.dataset',
+                           cfg.get('default_scope'))
+    batch_size = loader.get('batch_size', 1)
+    if found is not None and found[0] < batch_size:
         raise ConfigError(
             f'train_dataloader.batch_size = {batch_size} is larger than the '
-            f'dataset ({len(files)} images in {folder})')
+            f'dataset ({found[0]} images in {found[1]})')
 
 
-def _annotated_files(ann_file: str, folder: str) -> list:
+def _checked_count(dataset, key: str, scope) -> Optional[Tuple[int, str]]:
+    """The number of samples ``dataset`` gives and where they are, once its
+    files are checked; None where the number is not known."""
+    if 'datasets' in dataset:  # ConcatDataset
+        found = [
+            _checked_count(d, f'{key}.datasets.{i}', scope)
+            for i, d in enumerate(dataset.datasets)
+        ]
+        if None in found:
+            return None
+        return sum(n for n, _ in found), ', '.join(w for _, w in found)
+    if 'dataset' in dataset:  # RepeatDataset, ClassBalancedDataset
+        found = _checked_count(dataset.dataset, f'{key}.dataset', scope)
+        if found is None or dataset.get('type') != 'RepeatDataset':
+            return None  # ClassBalancedDataset's length depends on labels
+        return found[0] * dataset.get('times', 1), found[1]
+    # `mmpretrain::` inheritance stamps its scope on the base's dicts
+    cls = _dataset_class(dataset.get('type'), dataset.get('_scope_', scope))
+    if cls is None or not issubclass(cls, (CustomDataset, STL10)):
+        return None
+    args = {k: v for k, v in dataset.items() if k not in ('type', '_scope_')}
+    try:
+        built = cls(**{**args, 'lazy_init': True, 'pipeline': []})
+    except STL10FileError as e:
+        raise ConfigError(f'{key}: {e}') from None
+    except (AssertionError, TypeError, ValueError) as e:
+        raise ConfigError(f'{key} does not build: {e}') from None
+    if isinstance(built, STL10):
+        count, where = sum(built.counts.values()), built.folder
+    else:
+        count = len(_custom_dataset_files(built, key))
+        where = built.img_prefix
+    indices = dataset.get('indices')
+    if isinstance(indices, int):
+        count = min(count, indices)
+    elif indices is not None:
+        count = len(indices)
+    return count, where
+
+
+def _dataset_class(type_, scope):
+    if isinstance(type_, type):
+        return type_
+    with DATASETS.switch_scope_and_registry(scope) as registry:
+        return registry.get(type_)
+
+
+def _custom_dataset_files(dataset: CustomDataset, key: str) -> list:
+    """The image files a lazily built ``CustomDataset`` will read."""
+    folder = dataset.img_prefix
+    if folder and not osp.isdir(folder):
+        raise ConfigError(f'{key}: data folder {folder} does not exist '
+                          '(data_root + data_prefix; set MRCL_DATA?)')
+    if dataset.ann_file:
+        return _annotated_files(dataset.ann_file, folder, dataset.with_label)
+    return _folder_images(folder, key, dataset.with_label)
+
+
+def _annotated_files(ann_file: str, folder: str, with_label: bool) -> list:
     if not osp.isfile(ann_file):
         raise ConfigError(f'train_dataloader.dataset.ann_file {ann_file} '
                           'does not exist')
     with open(ann_file) as f:
-        names = [line.split()[0] for line in f if line.strip()]
-    for line_no, name in enumerate(names, 1):
-        if not osp.isfile(osp.join(folder, name)):
-            raise ConfigError(
-                f'{ann_file} line {line_no}: {name} is not in {folder}')
+        lines = [line.strip() for line in f if line.strip()]
+    # as CustomDataset.load_data_list splits them
+    names = [line.rsplit(' ', 1)[0] if with_label else line for line in lines]
     if not names:
         raise ConfigError(f'{ann_file} lists no images')
+    listings = {}  # one listing per directory, not one stat per file
+    for line_no, name in enumerate(names, 1):
+        directory, base = osp.split(osp.join(folder, name))
+        if directory not in listings:
+            listings[directory] = (set(os.listdir(directory))
+                                   if osp.isdir(directory) else set())
+        if base not in listings[directory]:
+            raise ConfigError(
+                f'{ann_file} line {line_no}: {name} is not in {folder}')
     return names
 
 
-def _folder_images(folder: str) -> list:
+def _folder_images(folder: str, key: str, with_label: bool) -> list:
+    """Images in class folders (with labels: each must have one), or
+    anywhere under ``folder`` (``with_label=False``)."""
+    if not with_label:
+        images = [
+            name for _, _, files in os.walk(folder, followlinks=True)
+            for name in files if name.lower().endswith(IMAGE_EXTENSIONS)
+        ]
+        if not images:
+            raise ConfigError(f'{key}: {folder} has no images '
+                              f'({", ".join(IMAGE_EXTENSIONS)})')
+        return images
     classes = sorted(e.path for e in os.scandir(folder) if e.is_dir())
     images = []
     for class_dir in classes or [folder]:
@@ -158,8 +234,7 @@ def _folder_images(folder: str) -> list:
             if e.is_file() and e.name.lower().endswith(IMAGE_EXTENSIONS)
         ]
         if not found:
-            raise ConfigError(
-                f'train_dataloader.dataset: {class_dir} has no images '
-                f'({", ".join(IMAGE_EXTENSIONS)})')
+            raise ConfigError(f'{key}: {class_dir} has no images '
+                              f'({", ".join(IMAGE_EXTENSIONS)})')
         images += found
     return images

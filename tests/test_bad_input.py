@@ -16,8 +16,8 @@ import torch
 from mmengine.config import Config
 
 from mrcl_plugin.checkpoint import CheckpointError, load_checkpoint_file
-from mrcl_testing import (CIFAR, ROOT, logged_iterations, train_command,
-                          train_env)
+from mrcl_testing import (CIFAR, DATA, ROOT, logged_iterations,
+                          train_command, train_env)
 
 TRAIN_IMAGES = CIFAR / 'train'
 
@@ -338,3 +338,158 @@ def test_a_real_subprocess_prints_one_error_line(tmp_path):
     assert out.stderr.strip().splitlines()[-1] == \
         'error: train_cfg.max_iters = 0: must be an integer >= 1'
     assert 'Traceback' not in out.stderr
+
+
+# -- the ImageNet configs' split= form, STL-10, wrapped and unknown ---------
+
+IN1K = ROOT / (
+    'configs/mrcl/mrcl-barlowtwins_vit-base-p16_8xb64-coslr-600e_in1k.py')
+STL10_CONFIG = ROOT / (
+    'configs/mrcl/mrcl-barlowtwins_vit-base-p16_8xb64-coslr-300e_stl10.py')
+
+
+def preflight(config, work_dir, **options) -> str:
+    """tools/train.py on a shipped config with only data options: the
+    pre-flight's error line (the model is never built)."""
+    old = sys.argv
+    sys.argv = [
+        'tools/train.py',
+        str(config), '--work-dir',
+        str(work_dir), '--cfg-options',
+        *(f'{k}={v}' for k, v in options.items())
+    ]
+    try:
+        runpy.run_path(str(ROOT / 'tools/train.py'), run_name='__main__')
+    except SystemExit as e:
+        assert '\n' not in str(e.code)
+        return str(e.code)
+    finally:
+        sys.argv = old
+    raise AssertionError('the pre-flight let it through')
+
+
+@pytest.fixture
+def imagenet_layout(tmp_path):
+    """mmpretrain's ImageNet layout from 4 real Tiny-ImageNet images:
+    train/<wnid>/*.JPEG and meta/train.txt."""
+    src = DATA / 'cls' / 'tiny_imagenet_10cls' / 'train'
+    root = tmp_path / 'imagenet'
+    lines = []
+    for label, wnid in enumerate(sorted(p.name for p in src.iterdir())[:2]):
+        (root / 'train' / wnid).mkdir(parents=True)
+        for name in sorted(p.name for p in (src / wnid).iterdir())[:2]:
+            shutil.copy(src / wnid / name, root / 'train' / wnid / name)
+            lines.append(f'{wnid}/{name} {label}')
+    (root / 'meta').mkdir()
+    (root / 'meta' / 'train.txt').write_text('\n'.join(lines) + '\n')
+    return root
+
+
+def test_split_form_missing_root(tmp_path):
+    root = tmp_path / 'no_imagenet'
+    assert preflight(IN1K, tmp_path / 'w', **{
+        'train_dataloader.dataset.data_root': root
+    }) == (f'error: train_dataloader.dataset: data folder {root}/train does '
+           'not exist (data_root + data_prefix; set MRCL_DATA?)')
+
+
+def test_split_form_annotation_names_a_missing_file(tmp_path,
+                                                    imagenet_layout):
+    ann = imagenet_layout / 'meta' / 'train.txt'
+    ann.write_text(ann.read_text() + 'n01443537/missing.JPEG 0\n')
+    assert preflight(IN1K, tmp_path / 'w', **{
+        'train_dataloader.dataset.data_root': imagenet_layout
+    }) == (f'error: {ann} line 5: n01443537/missing.JPEG is not in '
+           f'{imagenet_layout}/train')
+
+
+def test_split_form_batch_larger_than_dataset(tmp_path, imagenet_layout):
+    assert preflight(IN1K, tmp_path / 'w', **{
+        'train_dataloader.dataset.data_root': imagenet_layout,
+        'train_dataloader.batch_size': 8
+    }) == ('error: train_dataloader.batch_size = 8 is larger than the '
+           f'dataset (4 images in {imagenet_layout}/train)')
+
+
+def test_split_form_without_annotation_reads_class_folders(
+        tmp_path, imagenet_layout):
+    """No meta/train.txt: ImageNet scans train/; an empty class folder is
+    named, and an empty train/ too."""
+    (imagenet_layout / 'meta' / 'train.txt').unlink()
+    (imagenet_layout / 'train' / 'n99999999').mkdir()
+    options = {'train_dataloader.dataset.data_root': imagenet_layout}
+    assert preflight(IN1K, tmp_path / 'w', **options) == (
+        f'error: train_dataloader.dataset: {imagenet_layout}/train/n99999999 '
+        'has no images (.jpg, .jpeg, .png, .ppm, .bmp, .pgm, .tif, .tiff, '
+        '.webp)')
+    shutil.rmtree(imagenet_layout / 'train')
+    (imagenet_layout / 'train').mkdir()
+    assert preflight(IN1K, tmp_path / 'w', **options) == (
+        f'error: train_dataloader.dataset: {imagenet_layout}/train has no '
+        'images (.jpg, .jpeg, .png, .ppm, .bmp, .pgm, .tif, .tiff, .webp)')
+    assert_nothing_written(tmp_path / 'w')
+
+
+def test_stl10_cut_file_is_named_before_anything_is_written(tmp_path):
+    from mrcl_testing import write_stl10
+    write_stl10(tmp_path / 'stl10', train=4, unlabeled=4, test=2)
+    images = tmp_path / 'stl10' / 'stl10_binary' / 'unlabeled_X.bin'
+    images.write_bytes(images.read_bytes()[:-1])
+    assert preflight(STL10_CONFIG, tmp_path / 'w', **{
+        'train_dataloader.dataset.data_root': tmp_path / 'stl10'
+    }) == (f'error: train_dataloader.dataset: STL-10 file {images}: '
+           f'{4 * 27648 - 1} bytes is not a whole number of 96x96x3 images '
+           '(27648 bytes each); truncated?')
+    assert_nothing_written(tmp_path / 'w')
+
+
+def _imagenet_cfg(root, batch_size=8, **dataset):
+    cfg = Config.fromfile(str(IN1K))
+    cfg.train_dataloader.batch_size = batch_size
+    cfg.train_dataloader.dataset.data_root = str(root)
+    cfg.train_dataloader.dataset.update(dataset)
+    return cfg
+
+
+def test_wrapped_and_label_free_datasets(imagenet_layout):
+    from mrcl_plugin.preflight import ConfigError, check_dataset
+    inner = _imagenet_cfg(imagenet_layout).train_dataloader.dataset
+    # RepeatDataset: 2 x 4 images hold a batch of 8; ConcatDataset: 4 + 4
+    for wrapped in (dict(type='RepeatDataset', times=2, dataset=inner),
+                    dict(type='ConcatDataset', datasets=[inner, inner])):
+        cfg = _imagenet_cfg(imagenet_layout)
+        cfg.train_dataloader.dataset = wrapped
+        check_dataset(cfg)
+        cfg.train_dataloader.batch_size = 9
+        with pytest.raises(ConfigError, match='batch_size = 9 is larger '
+                           r'than the dataset \(8 images in'):
+            check_dataset(cfg)
+    # a missing file inside the wrapper is still found
+    ann = imagenet_layout / 'meta' / 'train.txt'
+    ann.write_text(ann.read_text() + 'n01443537/gone.JPEG 0\n')
+    cfg = _imagenet_cfg(imagenet_layout)
+    cfg.train_dataloader.dataset = dict(type='RepeatDataset', times=2,
+                                        dataset=inner)
+    with pytest.raises(ConfigError, match='line 5: n01443537/gone.JPEG'):
+        check_dataset(cfg)
+    # with_label=False reads every image under the folder, no classes
+    ann.unlink()
+    check_dataset(_imagenet_cfg(imagenet_layout, batch_size=4,
+                                type='CustomDataset', data_prefix='train',
+                                with_label=False))
+
+
+def test_unknown_dataset_types_are_not_refused(tmp_path):
+    """A type the pre-flight cannot know (another codebase's, or one a user
+    registers) is left to its own loader."""
+    from mmpretrain.registry import DATASETS
+    from mrcl_plugin.preflight import check_dataset
+
+    from mmengine.dataset import BaseDataset
+
+    @DATASETS.register_module(force=True)
+    class SomeonesDataset(BaseDataset):
+        pass
+
+    for type_ in ('SomeonesDataset', 'NotRegisteredAnywhere'):
+        check_dataset(_imagenet_cfg(tmp_path / 'nothing', type=type_))
