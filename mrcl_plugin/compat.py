@@ -90,17 +90,18 @@ def _cpu_sync_batch_norm(forward):
     XPU or privateuseone"), and its kernels (``torch.batch_norm_stats``) have
     no CPU version, so a projector with mmpretrain's default
     ``norm_cfg=dict(type='SyncBN')`` cannot train on gloo. For a CPU input in
-    that case only, compute the same global batch statistics with an
-    all_reduce of the per-channel sums (torch's SyncBN also sums the
-    gradients over processes); everything else runs torch's forward."""
+    that case only (one process included: torch refuses it as well),
+    compute the same global batch statistics with an all_reduce of the
+    per-channel sums (torch's SyncBN also sums the gradients over
+    processes); everything else runs torch's forward."""
 
     @functools.wraps(forward)
     def wrapper(self, input):
         if (input.device.type != 'cpu' or not self.training
                 or not torch.distributed.is_available()
-                or not torch.distributed.is_initialized()
-                or torch.distributed.get_world_size() == 1):
+                or not torch.distributed.is_initialized()):
             return forward(self, input)
+        dtype, input = input.dtype, input.float()  # fp32 under autocast too
         C = input.size(1)
         dims = [0] + list(range(2, input.dim()))
         local = torch.cat((input.sum(dims), input.pow(2).sum(dims),
@@ -121,7 +122,7 @@ def _cpu_sync_batch_norm(forward):
             var.view(shape) + self.eps)
         if self.affine:
             out = out * self.weight.view(shape) + self.bias.view(shape)
-        return out
+        return out.to(dtype)
 
     wrapper.__mrcl_compat__ = True
     return wrapper

@@ -5,11 +5,13 @@ runs this file. A bad config, checkpoint or data folder stops it with one
 ``error:`` line before anything is written (docs/reliability.md).
 """
 import argparse
+import logging
 import os
 import os.path as osp
 
 import torch
 from mmengine.config import Config, DictAction
+from mmengine.logging import print_log
 from mmengine.registry import RUNNERS
 from mmengine.runner import Runner
 
@@ -64,6 +66,44 @@ def last_line(error: BaseException) -> str:
     return lines[-1].strip() if lines else type(error).__name__
 
 
+def fit_to_cpu(cfg: Config) -> None:
+    """Without a GPU, the configs' GPU settings give way, one log line each,
+    so that any config runs a few iterations on a laptop: AMP (mmengine's
+    ``AmpOptimWrapper`` asserts a GPU) becomes bf16 autocast, NCCL gloo, and
+    FSDP wraps on the CPU. On a GPU nothing changes."""
+    if torch.cuda.is_available():
+        return
+    notes = []
+    wrapper = cfg.get('optim_wrapper') or {}
+    if wrapper.get('type') == 'AmpOptimWrapper':
+        wrapper.type = 'CPUBF16OptimWrapper'  # takes AmpOptimWrapper's args
+        notes.append('optim_wrapper AmpOptimWrapper -> CPUBF16OptimWrapper '
+                     '(bf16 autocast)')
+    dist_cfg = cfg.get('env_cfg', {}).get('dist_cfg', {})
+    if cfg.launcher != 'none' and dist_cfg.get('backend') == 'nccl':
+        dist_cfg.backend = 'gloo'
+        notes.append('env_cfg.dist_cfg.backend nccl -> gloo')
+    if cfg.launcher != 'none' and 'runner_type' not in cfg:
+        # mmengine's default DDP gets device_ids=[LOCAL_RANK], which a CPU
+        # module refuses
+        wrapper_cfg = cfg.get('model_wrapper_cfg') or dict(
+            type='MMDistributedDataParallel',
+            broadcast_buffers=False,
+            find_unused_parameters=cfg.get('find_unused_parameters', False))
+        if 'device_ids' not in wrapper_cfg:
+            wrapper_cfg['device_ids'] = None
+            cfg.model_wrapper_cfg = wrapper_cfg
+            notes.append('model_wrapper_cfg.device_ids = None (DDP on CPU)')
+    strategy = cfg.get('strategy') or {}
+    if strategy.get('type') == 'FSDPStrategy':
+        wrap = strategy.setdefault('model_wrapper', {})
+        if 'device_id' not in wrap:
+            wrap['device_id'] = 'cpu'
+            notes.append("strategy.model_wrapper.device_id = 'cpu'")
+    for note in notes:
+        print_log(f'no GPU: {note}', logger='current', level=logging.WARNING)
+
+
 def main():
     args = parse_args()
     if not osp.isfile(args.config):
@@ -78,11 +118,9 @@ def main():
     elif cfg.get('work_dir') is None:
         cfg.work_dir = osp.join('./work_dirs',
                                 osp.splitext(osp.basename(args.config))[0])
-    if args.amp and torch.cuda.is_available():
+    if args.amp:
         cfg.optim_wrapper.type = 'AmpOptimWrapper'
         cfg.optim_wrapper.setdefault('loss_scale', 'dynamic')
-    elif args.amp:  # AmpOptimWrapper asserts a GPU: bf16 autocast instead
-        cfg.optim_wrapper.type = 'CPUBF16OptimWrapper'
     if args.resume == 'auto':
         cfg.resume, cfg.load_from = True, None
     elif args.resume is not None:
@@ -91,13 +129,15 @@ def main():
         cfg.resume, cfg.load_from = True, args.resume
     if args.auto_scale_lr:
         cfg.auto_scale_lr.enable = True
+    fit_to_cpu(cfg)
 
     check_train_config(cfg)
 
     try:
         runner = (Runner.from_cfg(cfg)
                   if 'runner_type' not in cfg else RUNNERS.build(cfg))
-    except (KeyError, TypeError, ValueError) as e:  # an unknown type or key
+    # an unknown type or key, a package the config needs (DeepSpeed)
+    except (AssertionError, ImportError, KeyError, TypeError, ValueError) as e:
         raise SystemExit(f'error: the config does not build: {last_line(e)}')
     try:
         runner.train()
