@@ -73,19 +73,20 @@ def test_mim_finds_plugin_train_script():
     PEP 660 editable install (pip install -e) leaves only a dist-info and an
     import hook there, no ``mrcl_plugin`` folder, so mim runs a missing
     script ("... site-packages/mrcl_plugin/tools/train.py -h returned
-    non-zero exit status 2"). tools/setup.sh must make that folder
-    exist (a link to the repo's mrcl_plugin/)."""
+    non-zero exit status 2"). setup.py's editable wheel puts stubs there
+    that run this checkout's tools and inherit its configs."""
     from mim.utils import get_installed_path, module_full_name
     assert module_full_name('mrcl_plugin') == 'mrcl_plugin'
     pkg_root = Path(get_installed_path('mrcl_plugin'))
     train_script = pkg_root / '.mim' / 'tools' / 'train.py'
     assert train_script.is_file(), (
         f'mim looks for the train script at {train_script}, which does not '
-        'exist: the editable install gives mim no mrcl_plugin folder next '
-        'to its dist-info (see this test\'s docstring)')
-    assert train_script.resolve() == (
-        Path(__file__).resolve().parents[1] / 'tools' / 'train.py')
-    assert (pkg_root / '.mim' / 'configs' / 'mrcl' / CONFIG_NAME).is_file()
+        'exist (see this test\'s docstring)')
+    root = Path(__file__).resolve().parents[1]
+    assert repr(str(root / 'tools' / 'train.py')) in train_script.read_text()
+    config = pkg_root / '.mim' / 'configs' / 'mrcl' / CONFIG_NAME
+    assert repr(str(root / 'configs' / 'mrcl' / CONFIG_NAME)) in \
+        config.read_text()
 
 
 def test_mim_train_mrcl_plugin_runs_plugin_config(tmp_path, repo_root,
@@ -96,5 +97,6 @@ def test_mim_train_mrcl_plugin_runs_plugin_config(tmp_path, repo_root,
                     CONFIG_NAME)
     assert 'we find the config file in codebase mrcl_plugin' in log
     script = re.search(r'Training command is \S+ (\S+)', log).group(1)
-    assert Path(script).resolve() == repo_root / 'tools' / 'train.py'
+    assert Path(script).parts[-4:] == ('mrcl_plugin', '.mim', 'tools',
+                                       'train.py')
     check_run(log, tmp_path)

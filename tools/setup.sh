@@ -63,12 +63,13 @@ step "openmim without opendatalab/openxlab (they pin an old setuptools), timm wi
 $PIP install -q --no-deps -r requirements/tests.txt
 $PIP install -q pytest -c requirements/tests.txt
 
-step "mrcl_plugin (editable, with configs/ and tools/ as its .mim extension)"
-$PIP install -q --no-deps --no-build-isolation -e .
-# mim looks for <site-packages>/mrcl_plugin/.mim/tools/train.py (next to the
-# dist-info); a PEP 660 editable install leaves no package folder there.
+step "mrcl_plugin (editable, with mim's .mim stubs of configs/ and tools/: setup.py)"
+# Earlier versions of this script linked <site-packages>/mrcl_plugin to the
+# checkout; pip would now write the .mim stubs through that link, over the
+# checkout's own configs. Remove the link first.
 SITE=$($VENV/bin/python -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')
-ln -sfn "$PWD/mrcl_plugin" "$SITE/mrcl_plugin"
+if [ -L "$SITE/mrcl_plugin" ]; then rm "$SITE/mrcl_plugin"; fi
+$PIP install -q --no-deps --no-build-isolation -e .
 
 step "checking the stack imports and mmcv's compiled ops load"
 $VENV/bin/python - <<'PY'

@@ -1,0 +1,86 @@
+"""The README's install next to an existing OpenMMLab stack gives mim the
+configs and tools: ``pip install -e .`` (setup.py's ``.mim`` stubs) and
+``pip install .`` (the wheel's ``.mim`` copies), each into a scratch
+environment that reuses this one's packages (a venv without pip whose
+``.pth`` names this environment's site-packages), then ``mim train
+mrcl_plugin NAME`` for one iteration, the config given by name only."""
+import os
+import shutil
+import subprocess
+import sys
+import sysconfig
+from pathlib import Path
+
+import pytest
+
+from mrcl_testing import DATA, ROOT
+
+NAME = 'mrcl-barlowtwins_vit-tiny-p4_1xb64-coslr-300it_cifar10.py'
+ONE_ITERATION = [
+    'train_cfg.max_iters=1', 'train_dataloader.batch_size=8',
+    'train_dataloader.num_workers=0',
+    'train_dataloader.persistent_workers=False',
+    'default_hooks.logger.interval=1', 'custom_hooks.2.bank_per_class=2',
+    'custom_hooks.2.query_per_class=2', 'custom_hooks.2.num_workers=0'
+]
+
+
+def run(cmd, **kw) -> str:
+    env = dict(os.environ, MRCL_DATA=str(DATA))
+    env.pop('PYTHONPATH', None)
+    proc = subprocess.run(list(map(str, cmd)), env=env, capture_output=True,
+                          text=True, timeout=300, **kw)
+    log = proc.stdout + proc.stderr
+    assert proc.returncode == 0, log[-3000:]
+    return log
+
+
+def scratch_env(path: Path) -> Path:
+    """A venv at ``path`` on this environment's packages; its python."""
+    run([sys._base_executable, '-m', 'venv', '--without-pip', path])
+    python = path / 'bin' / 'python'
+    site = run([python, '-c', 'import sysconfig; '
+                'print(sysconfig.get_paths()["purelib"])']).strip()
+    Path(site, 'stack.pth').write_text(sysconfig.get_paths()['purelib'])
+    return python
+
+
+def checkout_copy(dst: Path) -> Path:
+    """The checkout's files, tracked or new (links kept), without what git
+    ignores (its build output, .venv)."""
+    files = run(['git', '-C', ROOT, 'ls-files', '-z', '--cached', '--others',
+                 '--exclude-standard']).split('\0')
+    for name in filter(None, files):
+        if not os.path.lexists(ROOT / name):  # deleted, not yet committed
+            continue
+        (dst / name).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(ROOT / name, dst / name, follow_symlinks=False)
+    return dst
+
+
+@pytest.mark.parametrize('editable', [True, False],
+                         ids=['pip install -e .', 'pip install .'])
+def test_mim_train_by_name_after_pip_install(tmp_path, editable):
+    python = scratch_env(tmp_path / 'env')
+    source = ROOT if editable else checkout_copy(tmp_path / 'src')
+    run([python, '-m', 'pip', 'install', '-q', '--no-deps',
+         '--no-build-isolation', *(['-e'] if editable else []), '.'],
+        cwd=source)
+    package = run([python, '-c',
+                   'import mrcl_plugin; print(mrcl_plugin.__file__)'],
+                  cwd=tmp_path).strip()
+    if editable:  # the checkout's package, not the .mim stub folder
+        assert Path(package) == ROOT / 'mrcl_plugin' / '__init__.py'
+    else:
+        assert Path(package).parts[-3:] == ('site-packages', 'mrcl_plugin',
+                                            '__init__.py')
+
+    work = tmp_path / 'work'
+    log = run([python, '-m', 'mim', 'train', 'mrcl_plugin', NAME,
+               '--work-dir', work, '--cfg-options', *ONE_ITERATION],
+              cwd=tmp_path)
+    assert 'we find the config file in codebase mrcl_plugin' in log
+    assert 'Saving checkpoint at 1 iterations' in log
+    assert (work / 'iter_1.pth').is_file()
+    dumped = (work / NAME).read_text()
+    assert "type='MRCL'" in dumped and "mask_ratio=0.2" in dumped
