@@ -1,7 +1,9 @@
-"""MRCL for OpenMMLab: importing this package registers its models and hooks
-in mmpretrain's registries (configs use
-``custom_imports=dict(imports=['mrcl_plugin'])``) and applies the
-compatibility fixes of :mod:`mrcl_plugin.compat`."""
+"""MRCL for OpenMMLab: importing this package registers its models, dataset
+and hooks in mmpretrain's registries (configs use
+``custom_imports=dict(imports=['mrcl_plugin'])``) and makes mmengine read
+checkpoints weights-only (:func:`mrcl_plugin.compat.apply`). It changes
+nothing in torch: CPU distributed runs opt in with
+:mod:`mrcl_plugin.cpu_distributed`."""
 from . import compat
 
 compat.apply()

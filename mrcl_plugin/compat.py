@@ -2,9 +2,17 @@
 
 Each fix is narrow, names the error it fixes, and has a test in
 ``tests/test_compat.py`` (the SyncBN ones: ``tests/test_distributed.py``,
-which needs two processes) that fails without it. :func:`apply` is idempotent
-and runs when ``mrcl_plugin`` is imported (configs do it through
-``custom_imports``).
+which needs two processes) that fails without it. Both functions are
+idempotent:
+
+- :func:`apply` runs when ``mrcl_plugin`` is imported (configs do it through
+  ``custom_imports``): weights-only checkpoint loading, the security fix,
+  for every process.
+- :func:`apply_cpu_distributed` runs only where a run opts in by importing
+  :mod:`mrcl_plugin.cpu_distributed` (the gloo config's ``custom_imports``;
+  ``tools/train.py`` with a launcher on a machine without a GPU): mmengine's
+  distributed init, ``SyncBatchNorm`` and DDP's SyncBN check on CPU
+  processes. Importing ``mrcl_plugin`` leaves torch as it ships.
 
 Fixes that need no code live elsewhere:
 
@@ -19,8 +27,8 @@ Fixes that need no code live elsewhere:
   type='default_collate')`` (see configs/_base_/datasets/).
 - mim 0.3.9 looks for ``<site-packages>/mrcl_plugin/.mim/tools/train.py``,
   which a PEP 660 editable install does not create ("... train.py -h
-  returned non-zero exit status 2"): tools/setup.sh links the package there
-  (tests/test_mim_train.py).
+  returned non-zero exit status 2"): setup.py's editable wheel writes stubs
+  there (tests/test_install.py, tests/test_mim_train.py).
 """
 import functools
 import os.path as osp
@@ -29,6 +37,7 @@ from unittest import mock
 import torch
 
 _APPLIED = False
+_CPU_DISTRIBUTED_APPLIED = False
 
 
 def load_from_local_weights_only(filename, map_location=None):
@@ -144,15 +153,24 @@ def _ddp_accepts_cpu_sync_batch_norm(check):
 
 
 def apply() -> None:
-    """Apply every fix once."""
+    """Apply the fix every process needs, once."""
     global _APPLIED
     if _APPLIED:
         return
-    from mmengine.dist import utils as dist_utils
     from mmengine.runner.checkpoint import CheckpointLoader
 
     CheckpointLoader.register_scheme(
         prefixes='', loader=load_from_local_weights_only, force=True)
+    _APPLIED = True
+
+
+def apply_cpu_distributed() -> None:
+    """Apply the fixes for distributed runs on CPU processes, once."""
+    global _CPU_DISTRIBUTED_APPLIED
+    if _CPU_DISTRIBUTED_APPLIED:
+        return
+    from mmengine.dist import utils as dist_utils
+
     if not getattr(dist_utils._init_dist_pytorch, '__mrcl_compat__', False):
         dist_utils._init_dist_pytorch = _cpu_safe_init_dist_pytorch(
             dist_utils._init_dist_pytorch)
@@ -164,4 +182,4 @@ def apply() -> None:
                    False):
         ddp._passing_sync_batchnorm_handle = _ddp_accepts_cpu_sync_batch_norm(
             ddp._passing_sync_batchnorm_handle)
-    _APPLIED = True
+    _CPU_DISTRIBUTED_APPLIED = True

@@ -13,7 +13,8 @@ from mmengine.runner import Runner
 from mmengine.runner.checkpoint import (CheckpointLoader, _load_checkpoint,
                                         load_from_local, save_checkpoint)
 
-import mrcl_plugin  # noqa: F401  applies the fixes
+import mrcl_plugin  # noqa: F401  applies the checkpoint fix
+import mrcl_plugin.cpu_distributed  # noqa: F401  opts in to the CPU ones
 from mrcl_plugin import compat
 
 WEIGHTS_ONLY_ERROR = 'Weights only load failed'
@@ -186,13 +187,50 @@ def test_patched_init_dist_pytorch_runs_gloo_on_cpu(dist_env):
 
 def test_apply_is_idempotent(monkeypatch):
     wrapped = dist_utils._init_dist_pytorch
-    loader = CheckpointLoader._schemes['']
+    forward = torch.nn.SyncBatchNorm.forward
     monkeypatch.setattr(compat, '_APPLIED', False)
+    monkeypatch.setattr(compat, '_CPU_DISTRIBUTED_APPLIED', False)
     compat.apply()
-    assert compat._APPLIED
+    compat.apply_cpu_distributed()
+    assert compat._APPLIED and compat._CPU_DISTRIBUTED_APPLIED
     assert dist_utils._init_dist_pytorch is wrapped  # not wrapped twice
     assert not hasattr(wrapped.__wrapped__, '__wrapped__')
-    assert CheckpointLoader._schemes[''] is loader
+    assert torch.nn.SyncBatchNorm.forward is forward
+    assert CheckpointLoader._schemes[''].__module__ == 'mrcl_plugin.compat'
+
+
+def test_importing_the_plugin_changes_nothing_in_torch():
+    """In a fresh process: ``import mrcl_plugin`` registers its classes
+    and makes checkpoint loading weights-only, and leaves SyncBatchNorm,
+    DDP's SyncBN check and mmengine's distributed init as they ship; only
+    the opt-in module changes them."""
+    import subprocess
+    import sys
+    probe = '''
+import torch
+from mmengine.dist import utils
+ddp = torch.nn.parallel.DistributedDataParallel
+def patched():
+    return [getattr(f, '__mrcl_compat__', False) for f in (
+        torch.nn.SyncBatchNorm.forward, ddp._passing_sync_batchnorm_handle,
+        utils._init_dist_pytorch)]
+shipped = (torch.nn.SyncBatchNorm.forward,
+           ddp._passing_sync_batchnorm_handle, utils._init_dist_pytorch)
+import mrcl_plugin
+from mmengine.runner.checkpoint import CheckpointLoader
+from mmpretrain.registry import MODELS
+assert MODELS.get('MRCL') is not None
+assert CheckpointLoader._schemes[''].__module__ == 'mrcl_plugin.compat'
+assert (torch.nn.SyncBatchNorm.forward, ddp._passing_sync_batchnorm_handle,
+        utils._init_dist_pytorch) == shipped
+assert patched() == [False] * 3
+import mrcl_plugin.cpu_distributed
+assert patched() == [True] * 3
+print('ok')
+'''
+    out = subprocess.run([sys.executable, '-c', probe], capture_output=True,
+                         text=True, timeout=120)
+    assert out.returncode == 0 and out.stdout.strip() == 'ok', out.stderr
 
 
 # -- mmpretrain:: inheritance stamps _scope_ on collate_fn (config fix) -----

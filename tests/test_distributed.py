@@ -86,7 +86,7 @@ def train(model, rank: int, world: int) -> dict:
 def sync_bn_check(rank: int, world: int) -> dict:
     """torch's SyncBatchNorm on CPU, without and with the compat fix, against
     BatchNorm1d on the global batch."""
-    from mrcl_plugin.compat import _cpu_sync_batch_norm  # noqa: F401
+    import mrcl_plugin.cpu_distributed  # noqa: F401  the opt-in
     torch.manual_seed(0)
     x = torch.randn(BATCH, 5) * 3 + 1
     bn = torch.nn.SyncBatchNorm(5)

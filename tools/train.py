@@ -15,7 +15,7 @@ from mmengine.logging import print_log
 from mmengine.registry import RUNNERS
 from mmengine.runner import Runner
 
-import mrcl_plugin  # noqa: F401  registers MRCL, applies mrcl_plugin.compat
+import mrcl_plugin  # noqa: F401  registers MRCL, weights-only loading
 from mrcl_plugin.checkpoint import CheckpointError
 from mrcl_plugin.preflight import (ConfigError, check_options,
                                    check_train_config)
@@ -69,8 +69,10 @@ def last_line(error: BaseException) -> str:
 def fit_to_cpu(cfg: Config) -> None:
     """Without a GPU, the configs' GPU settings give way, one log line each,
     so that any config runs a few iterations on a laptop: AMP (mmengine's
-    ``AmpOptimWrapper`` asserts a GPU) becomes bf16 autocast, NCCL gloo, and
-    FSDP wraps on the CPU. On a GPU nothing changes."""
+    ``AmpOptimWrapper`` asserts a GPU) becomes bf16 autocast; with a
+    launcher, NCCL becomes gloo, :mod:`mrcl_plugin.cpu_distributed` is
+    imported (SyncBN on CPU), DDP gets no ``device_ids`` and FSDP wraps on
+    the CPU. On a GPU nothing changes."""
     if torch.cuda.is_available():
         return
     notes = []
@@ -83,6 +85,13 @@ def fit_to_cpu(cfg: Config) -> None:
     if cfg.launcher != 'none' and dist_cfg.get('backend') == 'nccl':
         dist_cfg.backend = 'gloo'
         notes.append('env_cfg.dist_cfg.backend nccl -> gloo')
+    if cfg.launcher != 'none':
+        import mrcl_plugin.cpu_distributed  # noqa: F401  SyncBN on CPU
+        imports = cfg.setdefault('custom_imports', dict(imports=[]))
+        if 'mrcl_plugin.cpu_distributed' not in imports['imports']:
+            imports['imports'].append('mrcl_plugin.cpu_distributed')
+            notes.append('custom_imports += mrcl_plugin.cpu_distributed '
+                         '(mmengine\'s init, SyncBN and DDP on CPU processes)')
     if cfg.launcher != 'none' and 'runner_type' not in cfg:
         # mmengine's default DDP gets device_ids=[LOCAL_RANK], which a CPU
         # module refuses
