@@ -1,4 +1,5 @@
-"""Checks of a training config before anything is built or written.
+"""Checks of a training or test config before anything is built or
+written, and the one-line errors of tools/train.py and tools/test.py.
 
 Each failure is one :class:`ConfigError` line naming the config key, the
 file or folder, the value and what is allowed, where mmengine would
@@ -14,9 +15,10 @@ import os.path as osp
 import uuid
 
 from mmengine.config import Config
+from mmengine.registry import RUNNERS
 from mmengine.runner import Runner, find_latest_checkpoint
 
-from .checkpoint import load_checkpoint_file, model_types
+from .checkpoint import CheckpointError, load_checkpoint_file, model_types
 
 IMAGE_EXTENSIONS = ('.jpg', '.jpeg', '.png', '.ppm', '.bmp', '.pgm', '.tif',
                     '.tiff', '.webp')
@@ -46,6 +48,17 @@ def check_train_config(cfg: Config) -> None:
     check_ranges(cfg)
     check_checkpoint(cfg)
     check_dataset(cfg.train_dataloader)
+
+
+def check_test_config(cfg: Config) -> None:
+    """The same for tools/test.py: work_dir, the checkpoint (``load_from``)
+    and that the test data folder exists."""
+    check_work_dir(cfg.work_dir)
+    check_checkpoint(cfg, 'tests')
+    if not cfg.get('test_dataloader'):
+        raise ConfigError(f'{cfg.filename} has no test_dataloader (test a '
+                          'benchmark config, not a pretraining one)')
+    data_folder(inner_dataset(cfg.test_dataloader), 'test_dataloader.dataset')
 
 
 def check_work_dir(work_dir: str) -> None:
@@ -80,7 +93,7 @@ def check_ranges(cfg: Config) -> None:
             raise ConfigError(f'{key} = {value!r}: must be {allowed}')
 
 
-def check_checkpoint(cfg: Config) -> None:
+def check_checkpoint(cfg: Config, does: str = 'trains') -> None:
     """``--resume`` needs a checkpoint; ``resume``/``load_from`` must name a
     checkpoint of this model (loaded weights-only: a pickle is refused)."""
     path, key = cfg.get('load_from'), 'load_from'
@@ -98,7 +111,7 @@ def check_checkpoint(cfg: Config) -> None:
     if want and types and want not in types:
         raise ConfigError(
             f'{key} {path}: a checkpoint of another model ({types[0]}), '
-            f'this config trains {want}')
+            f'this config {does} {want}')
     if cfg.get('resume') and not {'optimizer', 'meta'} <= set(ckpt):
         raise ConfigError(
             f'resume {path}: not a training checkpoint (no optimizer/meta, '
@@ -110,18 +123,9 @@ def check_dataset(loader_cfg) -> None:
     """A folder or annotation dataset (mmpretrain's ``CustomDataset`` and
     its kind): the folder exists, every class folder and the annotation's
     files have images, and there are at least ``batch_size`` of them."""
-    dataset = loader_cfg.dataset
-    while 'dataset' in dataset:  # RepeatDataset and the like
-        dataset = dataset.dataset
+    dataset = inner_dataset(loader_cfg)
+    folder = data_folder(dataset, 'train_dataloader.dataset')
     root = dataset.get('data_root') or ''
-    prefix = dataset.get('data_prefix') or ''
-    if isinstance(prefix, dict):
-        prefix = prefix.get('img_path', prefix.get('img', ''))
-    folder = osp.join(root, prefix)
-    key = 'train_dataloader.dataset'
-    if not osp.isdir(folder):
-        raise ConfigError(f'{key}: data folder {folder} does not exist '
-                          '(data_root + data_prefix; set MRCL_DATA?)')
     ann_file = dataset.get('ann_file') or ''
     if ann_file:
         files = _annotated_files(osp.join(root, ann_file), folder)
@@ -132,6 +136,27 @@ def check_dataset(loader_cfg) -> None:
         raise ConfigError(
             f'train_dataloader.batch_size = {batch_size} is larger than the '
             f'dataset ({len(files)} images in {folder})')
+
+
+def inner_dataset(loader_cfg):
+    """The dataset config inside RepeatDataset and the like."""
+    dataset = loader_cfg.dataset
+    while 'dataset' in dataset:
+        dataset = dataset.dataset
+    return dataset
+
+
+def data_folder(dataset, key: str) -> str:
+    """The image folder of a dataset config, which must exist: data_root +
+    data_prefix (or mmpretrain's ImageNet ``split``)."""
+    prefix = dataset.get('data_prefix') or dataset.get('split') or ''
+    if isinstance(prefix, dict):
+        prefix = prefix.get('img_path', prefix.get('img', ''))
+    folder = osp.join(dataset.get('data_root') or '', prefix)
+    if not osp.isdir(folder):
+        raise ConfigError(f'{key}: data folder {folder} does not exist '
+                          '(data_root + data_prefix; set MRCL_DATA?)')
+    return folder
 
 
 def _annotated_files(ann_file: str, folder: str) -> list:
@@ -163,3 +188,45 @@ def _folder_images(folder: str) -> list:
                 f'({", ".join(IMAGE_EXTENSIONS)})')
         images += found
     return images
+
+
+# -- the tools' one-line errors ----------------------------------------------
+
+
+def last_line(error: BaseException) -> str:
+    """The message of an error, also one re-raised from a data worker."""
+    text = error.args[0] if isinstance(error, KeyError) else str(error)
+    lines = [line for line in str(text).splitlines() if line.strip()]
+    return lines[-1].strip() if lines else type(error).__name__
+
+
+def build_runner(cfg: Config):
+    """``Runner.from_cfg``, or the ``runner_type``'s; an unknown type or
+    argument is one :class:`ConfigError` line."""
+    try:
+        return (Runner.from_cfg(cfg)
+                if 'runner_type' not in cfg else RUNNERS.build(cfg))
+    except (KeyError, TypeError, ValueError) as e:
+        raise ConfigError(
+            f'the config does not build: {last_line(e)}') from None
+
+
+def run_logged(runner, step):
+    """``step()`` (``runner.train``, ``runner.test``); an error it raises is
+    logged with its traceback in the run's log and ends the tool with one
+    ``error:`` line."""
+    try:
+        return step()
+    except (AssertionError, FloatingPointError, OSError, RuntimeError,
+            ValueError) as e:
+        runner.logger.exception(f'{step.__name__} stopped')
+        raise SystemExit(f'error: {last_line(e)}')
+
+
+def one_line_errors(main) -> None:
+    """Run a tool's ``main``; a :class:`ConfigError` or
+    :class:`CheckpointError` ends it with one ``error:`` line."""
+    try:
+        main()
+    except (ConfigError, CheckpointError) as e:
+        raise SystemExit(f'error: {e}')

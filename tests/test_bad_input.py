@@ -2,9 +2,9 @@
 problem, and writes nothing, or just works where it should (grayscale, RGBA
 and small images). tools/train.py runs in this process (``runpy``, as
 ``python tools/train.py`` would), on the small CIFAR-10 config shrunk to the
-test sizes, on small real-image folders made from the sample data."""
+test sizes, on small real-image folders made from the sample data. The same
+for tools/test.py's data folder and checkpoint."""
 import pickle
-import runpy
 import shutil
 import subprocess
 import sys
@@ -16,29 +16,18 @@ import torch
 from mmengine.config import Config
 
 from mrcl_plugin.checkpoint import CheckpointError, load_checkpoint_file
-from mrcl_testing import (CIFAR, ROOT, logged_iterations, train_command,
-                          train_env)
+from mrcl_testing import (CIFAR, ROOT, logged_iterations, run_tool,
+                          train_command, train_env)
 
 TRAIN_IMAGES = CIFAR / 'train'
 
 
 def train(work_dir, *args, config=None, **options) -> str:
     """Run tools/train.py here; its ``error:`` line, or '' if it trained."""
-    argv = train_command(work_dir, *args, **options)[1:]
+    argv = train_command(work_dir, *args, **options)[2:]
     if config is not None:
-        argv[1] = str(config)
-    old = sys.argv
-    sys.argv = argv
-    try:
-        runpy.run_path(str(ROOT / 'tools/train.py'), run_name='__main__')
-    except SystemExit as e:
-        assert e.code not in (0, None)
-        message = str(e.code)
-        assert '\n' not in message, message
-        return message
-    finally:
-        sys.argv = old
-    return ''
+        argv[0] = str(config)
+    return run_tool('train.py', argv)
 
 
 def image_folder(root, images: dict):
@@ -338,3 +327,50 @@ def test_a_real_subprocess_prints_one_error_line(tmp_path):
     assert out.stderr.strip().splitlines()[-1] == \
         'error: train_cfg.max_iters = 0: must be an integer >= 1'
     assert 'Traceback' not in out.stderr
+
+
+# -- tools/test.py --------------------------------------------------------
+
+LINEAR = ('configs/benchmarks/mmpretrain/'
+          'vit-base-p16_8xb128-linear-coslr-100e_in1k.py')
+
+
+def evaluate(work_dir, checkpoint, **options) -> str:
+    """Run tools/test.py here on the linear-probe config; its ``error:``
+    line, or '' if it tested."""
+    argv = [LINEAR, checkpoint, '--work-dir', work_dir]
+    if options:
+        argv += ['--cfg-options', *(f'{k}={v}' for k, v in options.items())]
+    return run_tool('test.py', argv)
+
+
+def test_evaluate_missing_data_folder(tmp_path, classifier_ckpt):
+    """The config's ImageNet dataset reads data_root/<split>."""
+    missing = tmp_path / 'no_data'
+    assert evaluate(tmp_path / 'w', classifier_ckpt, **{
+        'test_dataloader.dataset.data_root': missing}) == (
+        f'error: test_dataloader.dataset: data folder {missing}/val does not '
+        'exist (data_root + data_prefix; set MRCL_DATA?)')
+
+
+def test_evaluate_refuses_a_pickle_and_random_bytes(tmp_path):
+    marker = tmp_path / 'it_ran'
+    crafted = tmp_path / 'crafted.pth'
+    torch.save({'state_dict': {}, 'x': Trap(marker)}, crafted)
+    assert evaluate(tmp_path / 'w', crafted) == (
+        f'error: {crafted}: refused: it pickles io.open, which no checkpoint '
+        'holds (nothing in it was run)')
+    assert not marker.exists()
+    noise = tmp_path / 'noise.pth'
+    noise.write_bytes(np.random.default_rng(0).bytes(512))
+    assert evaluate(tmp_path / 'w', noise).startswith(
+        f'error: {noise}: not a torch checkpoint: cannot be read as data (')
+    # The same through ``python tools/test.py``: no traceback, status 1.
+    out = subprocess.run(
+        [sys.executable, 'tools/test.py', LINEAR, str(crafted)], cwd=ROOT,
+        env=train_env(), capture_output=True, text=True)
+    assert out.returncode == 1
+    assert out.stderr.strip().splitlines()[-1].startswith(
+        f'error: {crafted}: refused: it pickles io.open')
+    assert 'Traceback' not in out.stderr
+    assert not marker.exists()
