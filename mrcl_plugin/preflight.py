@@ -16,7 +16,7 @@ import uuid
 
 from mmengine.config import Config
 from mmengine.registry import RUNNERS
-from mmengine.runner import Runner, find_latest_checkpoint
+from mmengine.runner import FlexibleRunner, Runner, find_latest_checkpoint
 
 from .checkpoint import CheckpointError, load_checkpoint_file, model_types
 
@@ -24,15 +24,28 @@ IMAGE_EXTENSIONS = ('.jpg', '.jpeg', '.png', '.ppm', '.bmp', '.pgm', '.tif',
                     '.tiff', '.webp')
 
 
+# Top-level keys mmengine reads from the config besides the arguments of
+# Runner and FlexibleRunner: ``runner_type`` (tools/train.py) and what
+# Runner reads from ``self.cfg`` (``compile`` in ``_maybe_compile``, the
+# others when it wraps the model).
+RUNNER_CFG_KEYS = ('runner_type', 'compile', 'model_wrapper_cfg', 'sync_bn',
+                   'find_unused_parameters', 'activation_checkpointing',
+                   'efficient_conv_bn_eval')
+
+
 class ConfigError(ValueError):
     """A config that cannot train; the message is one line."""
 
 
 def check_options(cfg: Config, options: dict) -> None:
-    """``--cfg-options`` keys must start at a key the config has or the
-    Runner takes: mmengine would add a misspelt one
-    (``train_dataloder.batch_size=8``) and never use it."""
-    known = set(cfg.keys()) | set(inspect.signature(Runner).parameters)
+    """``--cfg-options`` keys must start at a key the config has or mmengine
+    reads: mmengine would add a misspelt one (``train_dataloder.batch_size
+    =8``) and never use it. ``compile`` is not an argument of ``Runner``
+    (``Runner.from_cfg`` passes the whole config, where ``train`` reads it),
+    hence the list."""
+    known = set(cfg.keys()).union(RUNNER_CFG_KEYS,
+                                  inspect.signature(Runner).parameters,
+                                  inspect.signature(FlexibleRunner).parameters)
     for key in options or {}:
         top = key.split('.')[0]
         if top not in known:
@@ -82,6 +95,10 @@ def check_ranges(cfg: Config) -> None:
         ('optim_wrapper.optimizer.lr', cfg.optim_wrapper.get(
             'optimizer', {}).get('lr'), lambda v: v is None or v > 0, '> 0'),
     ]
+    if 'compile' in cfg:  # mmengine asserts it deep in train()
+        checks.append(('compile', cfg.compile,
+                       lambda v: isinstance(v, (bool, dict)),
+                       "True, False or a dict of torch.compile's options"))
     loop = cfg.get('train_cfg') or {}
     for key in ('max_iters', 'max_epochs'):
         if key in loop:

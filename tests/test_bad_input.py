@@ -16,8 +16,9 @@ import torch
 from mmengine.config import Config
 
 from mrcl_plugin.checkpoint import CheckpointError, load_checkpoint_file
-from mrcl_testing import (CIFAR, ROOT, logged_iterations, run_tool,
-                          train_command, train_env)
+from mrcl_plugin.preflight import check_options
+from mrcl_testing import (CIFAR, ROOT, SMALL_CIFAR, logged_iterations,
+                          run_tool, train_command, train_env)
 
 TRAIN_IMAGES = CIFAR / 'train'
 
@@ -101,6 +102,29 @@ def test_misspelt_top_level_key(tmp_path):
         "error: --cfg-options train_dataloder.batch_size: the config has no "
         "key 'train_dataloder' (misspelt?")
     assert_nothing_written(tmp_path)
+
+
+def test_compile_is_an_option_of_the_runner(tmp_path):
+    """``compile`` is no argument of Runner (``Runner.train`` reads it from
+    the config): the pre-flight knows it, checks its value and still
+    refuses a misspelt key."""
+    cfg = Config.fromfile(str(ROOT / SMALL_CIFAR))
+    assert 'compile' not in cfg
+    check_options(cfg, {'compile': True, 'launcher': 'none',
+                        'visualizer.type': 'Visualizer'})
+    assert train(tmp_path / 'off', **{'compile': False,
+                                      'train_cfg.max_iters': 1}) == ''
+    dumped = Config.fromfile(
+        str(next((tmp_path / 'off').glob('*/vis_data/config.py'))))
+    assert dumped.compile is False
+    assert logged_iterations(tmp_path / 'off')[1]['loss'] > 0
+    assert train(tmp_path / 'typo', **{'compile': 'Ture'}) == (
+        "error: compile = 'Ture': must be True, False or a dict of "
+        "torch.compile's options")
+    assert train(tmp_path / 'misspelt', **{'compil': True}).startswith(
+        "error: --cfg-options compil: the config has no key 'compil' "
+        '(misspelt?')
+    assert_nothing_written(tmp_path / 'typo')
 
 
 @pytest.mark.parametrize('key, value, message', [
