@@ -6,14 +6,17 @@ torch's weights-only unpickler refuses by default. :func:`load_checkpoint_file`
 allows exactly those, so every checkpoint mmengine writes loads, and anything
 else a pickle names (``os.system``, an arbitrary class) is refused before it
 runs. Each failure is one :class:`CheckpointError` line naming the file and
-what is wrong with it.
+what is wrong with it. Files are written through :func:`atomic_path`, so
+none is ever half-written.
 """
+import os
 import os.path as osp
 import pickle
 import re
 import warnings
 import zipfile
-from typing import Any, Dict, List, Tuple
+from contextlib import contextmanager
+from typing import Any, Dict, Iterator, List, Tuple
 
 import numpy as np
 import torch
@@ -22,6 +25,30 @@ BACKBONE_PREFIX = 'backbone.'
 # Keys every MRCLViT (and so every mmpretrain VisionTransformer) has.
 VIT_KEYS = ('cls_token', 'pos_embed', 'patch_embed.projection.weight',
             'layers.0.attn.qkv.weight')
+PARTIAL_SUFFIX = '.part'  # .iter_4.pth.part: written, not yet renamed
+
+
+@contextmanager
+def atomic_path(path: str) -> Iterator[str]:
+    """A temporary name beside ``path`` (``.NAME.part``) to write, renamed
+    to ``path`` (``os.replace``, atomic on one file system) once the block
+    completes and removed if it fails: a kill or a full disk leaves the
+    previous ``path`` as it was, and nothing half-written under its name."""
+    folder, name = osp.split(osp.abspath(path))
+    os.makedirs(folder, exist_ok=True)
+    partial = osp.join(folder, f'.{name}{PARTIAL_SUFFIX}')
+    try:
+        yield partial
+        fd = os.open(partial, os.O_RDONLY)
+        try:  # on disk before the rename makes it the file
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.replace(partial, path)
+    except BaseException:
+        if osp.exists(partial):
+            os.remove(partial)
+        raise
 
 
 class CheckpointError(ValueError):
