@@ -14,7 +14,8 @@ from typing import Any, Dict, List, Tuple
 import torch
 
 from .checkpoint import (BACKBONE_PREFIX, CheckpointError, atomic_path,
-                         key_mismatches, load_checkpoint_file, mrcl_backbone)
+                         config_values, key_mismatches, load_checkpoint_file,
+                         mrcl_backbone, saved_config)
 
 ARCH_KEYS = ('embed_dims', 'num_layers', 'num_heads', 'feedforward_channels')
 
@@ -104,14 +105,13 @@ def _timm_meta(meta: Dict, ckpt: Dict) -> Dict:
         name = name if name and timm.is_model(name) else None
     except ImportError:  # the name stays a guess until timm checks it
         pass
-    cfg = (ckpt.get('meta') or {}).get('cfg', '')
     pretrained_cfg = dict(input_size=(3, img, img))
     for key in ('mean', 'std'):
         # the pretraining's data_preprocessor, on 0-255 pixels
-        found = re.search(rf'\b{key}\s*=\s*\[([^\]]*)\]', cfg)
+        found = config_values(saved_config(ckpt), key, r'\[([^\]]*)\]')
         if found:
             pretrained_cfg[key] = tuple(
-                round(float(v) / 255, 6) for v in found.group(1).split(',')
+                round(float(v) / 255, 6) for v in found[0].split(',')
                 if v.strip())
     return dict(timm_model=name, timm_kwargs=kwargs,
                 pretrained_cfg=pretrained_cfg)
