@@ -30,8 +30,8 @@ class MRCLViT(MAEViT):
                  patch_size: int = 16,
                  **kwargs) -> None:
         if not 0 <= mask_ratio < 1:
-            raise ValueError(
-                f'model.backbone.mask_ratio must be in [0, 1), got {mask_ratio}')
+            raise ValueError('model.backbone.mask_ratio must be in [0, 1), '
+                             f'got {mask_ratio}')
         sizes = img_size if isinstance(img_size, (tuple, list)) else (
             img_size, img_size)
         if any(s % patch_size for s in sizes):
