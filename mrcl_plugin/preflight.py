@@ -34,7 +34,7 @@ RUNNER_CFG_KEYS = ('runner_type', 'compile', 'model_wrapper_cfg', 'sync_bn',
 
 
 class ConfigError(ValueError):
-    """A config that cannot train; the message is one line."""
+    """A config that cannot train or test; the message is one line."""
 
 
 def check_options(cfg: Config, options: dict) -> None:
