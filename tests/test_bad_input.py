@@ -359,10 +359,10 @@ LINEAR = ('configs/benchmarks/mmpretrain/'
           'vit-base-p16_8xb128-linear-coslr-100e_in1k.py')
 
 
-def evaluate(work_dir, checkpoint, **options) -> str:
-    """Run tools/test.py here on the linear-probe config; its ``error:``
+def evaluate(work_dir, checkpoint, config=LINEAR, **options) -> str:
+    """Run tools/test.py here (on the linear-probe config); its ``error:``
     line, or '' if it tested."""
-    argv = [LINEAR, checkpoint, '--work-dir', work_dir]
+    argv = [config, checkpoint, '--work-dir', work_dir]
     if options:
         argv += ['--cfg-options', *(f'{k}={v}' for k, v in options.items())]
     return run_tool('test.py', argv)
@@ -375,6 +375,19 @@ def test_evaluate_missing_data_folder(tmp_path, classifier_ckpt):
         'test_dataloader.dataset.data_root': missing}) == (
         f'error: test_dataloader.dataset: data folder {missing}/val does not '
         'exist (data_root + data_prefix; set MRCL_DATA?)')
+
+
+def test_evaluate_needs_a_classifier_checkpoint_and_config(tmp_path):
+    """A pretraining checkpoint or config where a benchmark's belongs."""
+    mrcl = tmp_path / 'mrcl.pth'
+    torch.save(dict(meta=dict(cfg="model = dict(type='MRCL')"),
+                    state_dict={}), mrcl)
+    assert evaluate(tmp_path / 'w', mrcl) == (
+        f'error: load_from {mrcl}: a checkpoint of another model (MRCL), '
+        'this config tests ImageClassifier')
+    assert evaluate(tmp_path / 'w', mrcl, config=SMALL_CIFAR) == (
+        f'error: {SMALL_CIFAR} has no test_dataloader (test a benchmark '
+        'config, not a pretraining one)')
 
 
 def test_evaluate_refuses_a_pickle_and_random_bytes(tmp_path):
