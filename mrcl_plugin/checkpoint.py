@@ -6,14 +6,18 @@ torch's weights-only unpickler refuses by default. :func:`load_checkpoint_file`
 allows exactly those, so every checkpoint mmengine writes loads, and anything
 else a pickle names (``os.system``, an arbitrary class) is refused before it
 runs. Each failure is one :class:`CheckpointError` line naming the file and
-what is wrong with it.
+what is wrong with it. Files are written through :func:`atomic_path`, so
+none is ever half-written; the config saved in a checkpoint is read as text
+(:func:`saved_config`, :func:`config_values`), never run.
 """
+import os
 import os.path as osp
 import pickle
 import re
 import warnings
 import zipfile
-from typing import Any, Dict, List, Tuple
+from contextlib import contextmanager
+from typing import Any, Dict, Iterator, List, Tuple
 
 import numpy as np
 import torch
@@ -22,6 +26,30 @@ BACKBONE_PREFIX = 'backbone.'
 # Keys every MRCLViT (and so every mmpretrain VisionTransformer) has.
 VIT_KEYS = ('cls_token', 'pos_embed', 'patch_embed.projection.weight',
             'layers.0.attn.qkv.weight')
+PARTIAL_SUFFIX = '.part'  # .iter_4.pth.part: written, not yet renamed
+
+
+@contextmanager
+def atomic_path(path: str) -> Iterator[str]:
+    """A temporary name beside ``path`` (``.NAME.part``) to write, renamed
+    to ``path`` (``os.replace``, atomic on one file system) once the block
+    completes and removed if it fails: a kill or a full disk leaves the
+    previous ``path`` as it was, and nothing half-written under its name."""
+    folder, name = osp.split(osp.abspath(path))
+    os.makedirs(folder, exist_ok=True)
+    partial = osp.join(folder, f'.{name}{PARTIAL_SUFFIX}')
+    try:
+        yield partial
+        fd = os.open(partial, os.O_RDONLY)
+        try:  # on disk before the rename makes it the file
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.replace(partial, path)
+    except BaseException:
+        if osp.exists(partial):
+            os.remove(partial)
+        raise
 
 
 class CheckpointError(ValueError):
@@ -154,12 +182,23 @@ def key_mismatches(own: Dict[str, torch.Tensor],
     ]
 
 
+def saved_config(ckpt: Dict[str, Any]) -> str:
+    """The config text mmengine saves in a checkpoint's meta; '' if none."""
+    cfg = (ckpt.get('meta') or {}).get('cfg')
+    return cfg if isinstance(cfg, str) else ''
+
+
+def config_values(cfg: str, key: str,
+                  value: str = r"'?([\w.+-]+)") -> List[str]:
+    """Every ``key=value`` in a config's text, in order (``key`` and
+    ``value`` are regular expressions; ``value``'s group is returned). A
+    config is code: it is read here, never run."""
+    return re.findall(rf'\b{key}\s*=\s*{value}', cfg)
+
+
 def model_types(ckpt: Dict[str, Any]) -> List[str]:
-    """The ``type=`` names in the config saved in an mmengine checkpoint's
-    meta (read as text: a config is code and is never run here)."""
-    cfg = (ckpt.get('meta') or {}).get('cfg', '')
-    return re.findall(r"type\s*=\s*'([\w.]+)'", cfg if isinstance(cfg, str)
-                      else '')
+    """The ``type=`` names in the config saved in an mmengine checkpoint."""
+    return config_values(saved_config(ckpt), 'type', r"'([\w.]+)'")
 
 
 def mrcl_backbone(ckpt: Dict[str, Any],
@@ -208,18 +247,17 @@ def _encoder_meta(backbone: Dict[str, torch.Tensor], ckpt: Dict) -> Dict:
     grid = int(round((backbone['pos_embed'].shape[1] - 1)**0.5))
     num_layers = 1 + max(
         int(k.split('.')[1]) for k in backbone if k.startswith('layers.'))
-    cfg = (ckpt.get('meta') or {}).get('cfg', '')
+    cfg = saved_config(ckpt)
 
     def cfg_value(key, cast):
-        found = re.search(rf"\b{key}\s*=\s*'?([\w.]+)", cfg)
-        return cast(found.group(1)) if found else None
+        found = config_values(cfg, key)
+        return cast(found[0]) if found else None
 
     # A named arch ('b', 'deit-small', 'h': 80-wide heads) is in mmpretrain's
     # arch zoo, a custom one names its heads; ViT-T/S/B/L have 64-wide heads.
     from mmpretrain.models import VisionTransformer
-    named = re.search(r"\barch\s*=\s*'([\w-]+)'", cfg)
-    zoo = VisionTransformer.arch_zoo.get(
-        named.group(1).lower() if named else '')
+    named = config_values(cfg, 'arch', r"'([\w-]+)'")
+    zoo = VisionTransformer.arch_zoo.get(named[0].lower() if named else '')
     num_heads = (zoo['num_heads'] if zoo else cfg_value('num_heads', int)
                  or embed_dims // 64)
     return dict(

@@ -7,17 +7,15 @@
 - :func:`convert_file`: either one, checked by a strict load into the target
   class and written atomically; the ``tools/model_converters`` scripts.
 """
-import os
-import os.path as osp
 import re
-import tempfile
 from collections import Counter
 from typing import Any, Dict, List, Tuple
 
 import torch
 
-from .checkpoint import (BACKBONE_PREFIX, CheckpointError, key_mismatches,
-                         load_checkpoint_file, mrcl_backbone)
+from .checkpoint import (BACKBONE_PREFIX, CheckpointError, atomic_path,
+                         config_values, key_mismatches, load_checkpoint_file,
+                         mrcl_backbone, saved_config)
 
 ARCH_KEYS = ('embed_dims', 'num_layers', 'num_heads', 'feedforward_channels')
 
@@ -107,14 +105,13 @@ def _timm_meta(meta: Dict, ckpt: Dict) -> Dict:
         name = name if name and timm.is_model(name) else None
     except ImportError:  # the name stays a guess until timm checks it
         pass
-    cfg = (ckpt.get('meta') or {}).get('cfg', '')
     pretrained_cfg = dict(input_size=(3, img, img))
     for key in ('mean', 'std'):
         # the pretraining's data_preprocessor, on 0-255 pixels
-        found = re.search(rf'\b{key}\s*=\s*\[([^\]]*)\]', cfg)
+        found = config_values(saved_config(ckpt), key, r'\[([^\]]*)\]')
         if found:
             pretrained_cfg[key] = tuple(
-                round(float(v) / 255, 6) for v in found.group(1).split(',')
+                round(float(v) / 255, 6) for v in found[0].split(',')
                 if v.strip())
     return dict(timm_model=name, timm_kwargs=kwargs,
                 pretrained_cfg=pretrained_cfg)
@@ -147,21 +144,6 @@ def check_strict(ckpt: Dict, target: str, path: str) -> None:
     model.load_state_dict(ckpt['state_dict'], strict=True)
 
 
-def save_atomic(obj: Any, dst: str) -> None:
-    """``torch.save`` to a temporary file beside ``dst``, then rename it:
-    a failed or killed save leaves no half-written ``dst``."""
-    folder = osp.dirname(osp.abspath(dst))
-    os.makedirs(folder, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=folder, prefix=f'.{osp.basename(dst)}.')
-    try:
-        with os.fdopen(fd, 'wb') as f:
-            torch.save(obj, f)
-        os.replace(tmp, dst)
-    except BaseException:
-        os.unlink(tmp)
-        raise
-
-
 def convert_file(src: str, dst: str, target: str,
                  strict: bool = True) -> str:
     """Convert the MRCL checkpoint ``src`` for ``target`` ('mmpretrain' or
@@ -175,7 +157,8 @@ def convert_file(src: str, dst: str, target: str,
     ckpt, pairs = _convert(src, target)
     if strict:
         check_strict(ckpt, target, str(src))
-    save_atomic(ckpt, dst)
+    with atomic_path(dst) as partial:  # no half-written dst
+        torch.save(ckpt, partial)
     meta = ckpt['meta']
     lines = [f'converted {len(pairs)} tensors of the encoder '
              f'({meta["num_layers"]} layers, {{i}} = 0..'

@@ -1,4 +1,5 @@
-"""Checks of a training config before anything is built or written.
+"""Checks of a training or test config before anything is built or
+written, and the one-line errors of tools/train.py and tools/test.py.
 
 Each failure is one :class:`ConfigError` line naming the config key, the
 file or folder, the value and what is allowed, where mmengine would
@@ -15,26 +16,39 @@ import uuid
 from typing import Optional, Tuple
 
 from mmengine.config import Config
-from mmengine.registry import DATASETS
-from mmengine.runner import Runner, find_latest_checkpoint
+from mmengine.registry import DATASETS, RUNNERS
+from mmengine.runner import FlexibleRunner, Runner, find_latest_checkpoint
 from mmpretrain.datasets import CustomDataset
 
-from .checkpoint import load_checkpoint_file, model_types
+from .checkpoint import CheckpointError, load_checkpoint_file, model_types
 from .datasets import STL10, STL10FileError
 
 IMAGE_EXTENSIONS = ('.jpg', '.jpeg', '.png', '.ppm', '.bmp', '.pgm', '.tif',
                     '.tiff', '.webp')
 
 
+# Top-level keys mmengine reads from the config besides the arguments of
+# Runner and FlexibleRunner: ``runner_type`` (tools/train.py) and what
+# Runner reads from ``self.cfg`` (``compile`` in ``_maybe_compile``, the
+# others when it wraps the model).
+RUNNER_CFG_KEYS = ('runner_type', 'compile', 'model_wrapper_cfg', 'sync_bn',
+                   'find_unused_parameters', 'activation_checkpointing',
+                   'efficient_conv_bn_eval')
+
+
 class ConfigError(ValueError):
-    """A config that cannot train; the message is one line."""
+    """A config that cannot train or test; the message is one line."""
 
 
 def check_options(cfg: Config, options: dict) -> None:
-    """``--cfg-options`` keys must start at a key the config has or the
-    Runner takes: mmengine would add a misspelt one
-    (``train_dataloder.batch_size=8``) and never use it."""
-    known = set(cfg.keys()) | set(inspect.signature(Runner).parameters)
+    """``--cfg-options`` keys must start at a key the config has or mmengine
+    reads: mmengine would add a misspelt one (``train_dataloder.batch_size
+    =8``) and never use it. ``compile`` is not an argument of ``Runner``
+    (``Runner.from_cfg`` passes the whole config, where ``train`` reads it),
+    hence the list."""
+    known = set(cfg.keys()).union(RUNNER_CFG_KEYS,
+                                  inspect.signature(Runner).parameters,
+                                  inspect.signature(FlexibleRunner).parameters)
     for key in options or {}:
         top = key.split('.')[0]
         if top not in known:
@@ -50,6 +64,18 @@ def check_train_config(cfg: Config) -> None:
     check_ranges(cfg)
     check_checkpoint(cfg)
     check_dataset(cfg)
+
+
+def check_test_config(cfg: Config) -> None:
+    """The same for tools/test.py: work_dir, the checkpoint (``load_from``)
+    and the test data, as its dataset class will read it."""
+    check_work_dir(cfg.work_dir)
+    check_checkpoint(cfg, 'tests')
+    if not cfg.get('test_dataloader'):
+        raise ConfigError(f'{cfg.filename} has no test_dataloader (test a '
+                          'benchmark config, not a pretraining one)')
+    _checked_count(cfg.test_dataloader.dataset, 'test_dataloader.dataset',
+                   cfg.get('default_scope'))
 
 
 def check_work_dir(work_dir: str) -> None:
@@ -73,6 +99,10 @@ def check_ranges(cfg: Config) -> None:
         ('optim_wrapper.optimizer.lr', cfg.optim_wrapper.get(
             'optimizer', {}).get('lr'), lambda v: v is None or v > 0, '> 0'),
     ]
+    if 'compile' in cfg:  # mmengine asserts it deep in train()
+        checks.append(('compile', cfg.compile,
+                       lambda v: isinstance(v, (bool, dict)),
+                       "True, False or a dict of torch.compile's options"))
     loop = cfg.get('train_cfg') or {}
     for key in ('max_iters', 'max_epochs'):
         if key in loop:
@@ -84,7 +114,7 @@ def check_ranges(cfg: Config) -> None:
             raise ConfigError(f'{key} = {value!r}: must be {allowed}')
 
 
-def check_checkpoint(cfg: Config) -> None:
+def check_checkpoint(cfg: Config, does: str = 'trains') -> None:
     """``--resume`` needs a checkpoint; ``resume``/``load_from`` must name a
     checkpoint of this model (loaded weights-only: a pickle is refused)."""
     path, key = cfg.get('load_from'), 'load_from'
@@ -102,7 +132,7 @@ def check_checkpoint(cfg: Config) -> None:
     if want and types and want not in types:
         raise ConfigError(
             f'{key} {path}: a checkpoint of another model ({types[0]}), '
-            f'this config trains {want}')
+            f'this config {does} {want}')
     if cfg.get('resume') and not {'optimizer', 'meta'} <= set(ckpt):
         raise ConfigError(
             f'resume {path}: not a training checkpoint (no optimizer/meta, '
@@ -188,14 +218,15 @@ def _custom_dataset_files(dataset: CustomDataset, key: str) -> list:
         raise ConfigError(f'{key}: data folder {folder} does not exist '
                           '(data_root + data_prefix; set MRCL_DATA?)')
     if dataset.ann_file:
-        return _annotated_files(dataset.ann_file, folder, dataset.with_label)
+        return _annotated_files(dataset.ann_file, folder, dataset.with_label,
+                                key)
     return _folder_images(folder, key, dataset.with_label)
 
 
-def _annotated_files(ann_file: str, folder: str, with_label: bool) -> list:
+def _annotated_files(ann_file: str, folder: str, with_label: bool,
+                     key: str) -> list:
     if not osp.isfile(ann_file):
-        raise ConfigError(f'train_dataloader.dataset.ann_file {ann_file} '
-                          'does not exist')
+        raise ConfigError(f'{key}.ann_file {ann_file} does not exist')
     with open(ann_file) as f:
         lines = [line.strip() for line in f if line.strip()]
     # as CustomDataset.load_data_list splits them
@@ -238,3 +269,47 @@ def _folder_images(folder: str, key: str, with_label: bool) -> list:
                               f'({", ".join(IMAGE_EXTENSIONS)})')
         images += found
     return images
+
+
+# -- the tools' one-line errors ----------------------------------------------
+
+
+def last_line(error: BaseException) -> str:
+    """The message of an error, also one re-raised from a data worker."""
+    text = error.args[0] if isinstance(error, KeyError) else str(error)
+    lines = [line for line in str(text).splitlines() if line.strip()]
+    return lines[-1].strip() if lines else type(error).__name__
+
+
+def build_runner(cfg: Config):
+    """``Runner.from_cfg``, or the ``runner_type``'s; an unknown type or
+    argument is one :class:`ConfigError` line."""
+    try:
+        return (Runner.from_cfg(cfg)
+                if 'runner_type' not in cfg else RUNNERS.build(cfg))
+    # an unknown type or key, a package the config needs (DeepSpeed)
+    except (AssertionError, ImportError, KeyError, TypeError,
+            ValueError) as e:
+        raise ConfigError(
+            f'the config does not build: {last_line(e)}') from None
+
+
+def run_logged(runner, step):
+    """``step()`` (``runner.train``, ``runner.test``); an error it raises is
+    logged with its traceback in the run's log and ends the tool with one
+    ``error:`` line."""
+    try:
+        return step()
+    except (AssertionError, FloatingPointError, OSError, RuntimeError,
+            ValueError) as e:
+        runner.logger.exception(f'{step.__name__} stopped')
+        raise SystemExit(f'error: {last_line(e)}')
+
+
+def one_line_errors(main) -> None:
+    """Run a tool's ``main``; a :class:`ConfigError` or
+    :class:`CheckpointError` ends it with one ``error:`` line."""
+    try:
+        main()
+    except (ConfigError, CheckpointError) as e:
+        raise SystemExit(f'error: {e}')

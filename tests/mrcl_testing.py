@@ -3,6 +3,7 @@ models (ViT width 64, 32 px images in 4 px patches, 64 patches)."""
 import copy
 import json
 import os
+import runpy
 import sys
 from pathlib import Path
 
@@ -173,6 +174,24 @@ def train_command(work_dir, *extra, config=SMALL_CIFAR, **options) -> list:
         str(work_dir), *map(str, extra), '--cfg-options',
         *(f'{k}={v}' for k, v in opts.items())
     ]
+
+
+def run_tool(script: str, argv: list) -> str:
+    """Run tools/<script> in this process (``runpy``, as ``python
+    tools/<script>`` would) with ``argv``; its one-line error, or '' if it
+    finished."""
+    old = sys.argv
+    sys.argv = [f'tools/{script}', *map(str, argv)]
+    try:
+        runpy.run_path(str(ROOT / 'tools' / script), run_name='__main__')
+    except SystemExit as e:
+        assert e.code not in (0, None)
+        message = str(e.code)
+        assert '\n' not in message, message
+        return message
+    finally:
+        sys.argv = old
+    return ''
 
 
 def train_env() -> dict:

@@ -2,9 +2,9 @@
 problem, and writes nothing, or just works where it should (grayscale, RGBA
 and small images). tools/train.py runs in this process (``runpy``, as
 ``python tools/train.py`` would), on the small CIFAR-10 config shrunk to the
-test sizes, on small real-image folders made from the sample data."""
+test sizes, on small real-image folders made from the sample data. The same
+for tools/test.py's data folder and checkpoint."""
 import pickle
-import runpy
 import shutil
 import subprocess
 import sys
@@ -16,29 +16,19 @@ import torch
 from mmengine.config import Config
 
 from mrcl_plugin.checkpoint import CheckpointError, load_checkpoint_file
-from mrcl_testing import (CIFAR, DATA, ROOT, logged_iterations,
-                          train_command, train_env)
+from mrcl_plugin.preflight import check_options
+from mrcl_testing import (CIFAR, DATA, ROOT, SMALL_CIFAR, logged_iterations,
+                          run_tool, train_command, train_env)
 
 TRAIN_IMAGES = CIFAR / 'train'
 
 
 def train(work_dir, *args, config=None, **options) -> str:
     """Run tools/train.py here; its ``error:`` line, or '' if it trained."""
-    argv = train_command(work_dir, *args, **options)[1:]
+    argv = train_command(work_dir, *args, **options)[2:]
     if config is not None:
-        argv[1] = str(config)
-    old = sys.argv
-    sys.argv = argv
-    try:
-        runpy.run_path(str(ROOT / 'tools/train.py'), run_name='__main__')
-    except SystemExit as e:
-        assert e.code not in (0, None)
-        message = str(e.code)
-        assert '\n' not in message, message
-        return message
-    finally:
-        sys.argv = old
-    return ''
+        argv[0] = str(config)
+    return run_tool('train.py', argv)
 
 
 def image_folder(root, images: dict):
@@ -112,6 +102,29 @@ def test_misspelt_top_level_key(tmp_path):
         "error: --cfg-options train_dataloder.batch_size: the config has no "
         "key 'train_dataloder' (misspelt?")
     assert_nothing_written(tmp_path)
+
+
+def test_compile_is_an_option_of_the_runner(tmp_path):
+    """``compile`` is no argument of Runner (``Runner.train`` reads it from
+    the config): the pre-flight knows it, checks its value and still
+    refuses a misspelt key."""
+    cfg = Config.fromfile(str(ROOT / SMALL_CIFAR))
+    assert 'compile' not in cfg
+    check_options(cfg, {'compile': True, 'launcher': 'none',
+                        'visualizer.type': 'Visualizer'})
+    assert train(tmp_path / 'off', **{'compile': False,
+                                      'train_cfg.max_iters': 1}) == ''
+    dumped = Config.fromfile(
+        str(next((tmp_path / 'off').glob('*/vis_data/config.py'))))
+    assert dumped.compile is False
+    assert logged_iterations(tmp_path / 'off')[1]['loss'] > 0
+    assert train(tmp_path / 'typo', **{'compile': 'Ture'}) == (
+        "error: compile = 'Ture': must be True, False or a dict of "
+        "torch.compile's options")
+    assert train(tmp_path / 'misspelt', **{'compil': True}).startswith(
+        "error: --cfg-options compil: the config has no key 'compil' "
+        '(misspelt?')
+    assert_nothing_written(tmp_path / 'typo')
 
 
 @pytest.mark.parametrize('key, value, message', [
@@ -351,21 +364,12 @@ STL10_CONFIG = ROOT / (
 def preflight(config, work_dir, **options) -> str:
     """tools/train.py on a shipped config with only data options: the
     pre-flight's error line (the model is never built)."""
-    old = sys.argv
-    sys.argv = [
-        'tools/train.py',
-        str(config), '--work-dir',
-        str(work_dir), '--cfg-options',
+    message = run_tool('train.py', [
+        config, '--work-dir', work_dir, '--cfg-options',
         *(f'{k}={v}' for k, v in options.items())
-    ]
-    try:
-        runpy.run_path(str(ROOT / 'tools/train.py'), run_name='__main__')
-    except SystemExit as e:
-        assert '\n' not in str(e.code)
-        return str(e.code)
-    finally:
-        sys.argv = old
-    raise AssertionError('the pre-flight let it through')
+    ])
+    assert message, 'the pre-flight let it through'
+    return message
 
 
 @pytest.fixture
@@ -474,9 +478,14 @@ def test_wrapped_and_label_free_datasets(imagenet_layout):
         check_dataset(cfg)
     # with_label=False reads every image under the folder, no classes
     ann.unlink()
-    check_dataset(_imagenet_cfg(imagenet_layout, batch_size=4,
-                                type='CustomDataset', data_prefix='train',
-                                with_label=False))
+    cfg = _imagenet_cfg(imagenet_layout, batch_size=4)
+    cfg.train_dataloader.dataset = dict(
+        type='CustomDataset', data_root=str(imagenet_layout),
+        data_prefix='train', with_label=False)
+    check_dataset(cfg)
+    cfg.train_dataloader.batch_size = 5
+    with pytest.raises(ConfigError, match=r'\(4 images in .*/train\)'):
+        check_dataset(cfg)
 
 
 def test_unknown_dataset_types_are_not_refused(tmp_path):
@@ -493,3 +502,63 @@ def test_unknown_dataset_types_are_not_refused(tmp_path):
 
     for type_ in ('SomeonesDataset', 'NotRegisteredAnywhere'):
         check_dataset(_imagenet_cfg(tmp_path / 'nothing', type=type_))
+
+
+# -- tools/test.py --------------------------------------------------------
+
+LINEAR = ('configs/benchmarks/mmpretrain/'
+          'vit-base-p16_8xb128-linear-coslr-100e_in1k.py')
+
+
+def evaluate(work_dir, checkpoint, config=LINEAR, **options) -> str:
+    """Run tools/test.py here (on the linear-probe config); its ``error:``
+    line, or '' if it tested."""
+    argv = [config, checkpoint, '--work-dir', work_dir]
+    if options:
+        argv += ['--cfg-options', *(f'{k}={v}' for k, v in options.items())]
+    return run_tool('test.py', argv)
+
+
+def test_evaluate_missing_data_folder(tmp_path, classifier_ckpt):
+    """The config's ImageNet dataset reads data_root/<split>."""
+    missing = tmp_path / 'no_data'
+    assert evaluate(tmp_path / 'w', classifier_ckpt, **{
+        'test_dataloader.dataset.data_root': missing}) == (
+        f'error: test_dataloader.dataset: data folder {missing}/val does not '
+        'exist (data_root + data_prefix; set MRCL_DATA?)')
+
+
+def test_evaluate_needs_a_classifier_checkpoint_and_config(tmp_path):
+    """A pretraining checkpoint or config where a benchmark's belongs."""
+    mrcl = tmp_path / 'mrcl.pth'
+    torch.save(dict(meta=dict(cfg="model = dict(type='MRCL')"),
+                    state_dict={}), mrcl)
+    assert evaluate(tmp_path / 'w', mrcl) == (
+        f'error: load_from {mrcl}: a checkpoint of another model (MRCL), '
+        'this config tests ImageClassifier')
+    assert evaluate(tmp_path / 'w', mrcl, config=SMALL_CIFAR) == (
+        f'error: {SMALL_CIFAR} has no test_dataloader (test a benchmark '
+        'config, not a pretraining one)')
+
+
+def test_evaluate_refuses_a_pickle_and_random_bytes(tmp_path):
+    marker = tmp_path / 'it_ran'
+    crafted = tmp_path / 'crafted.pth'
+    torch.save({'state_dict': {}, 'x': Trap(marker)}, crafted)
+    assert evaluate(tmp_path / 'w', crafted) == (
+        f'error: {crafted}: refused: it pickles io.open, which no checkpoint '
+        'holds (nothing in it was run)')
+    assert not marker.exists()
+    noise = tmp_path / 'noise.pth'
+    noise.write_bytes(np.random.default_rng(0).bytes(512))
+    assert evaluate(tmp_path / 'w', noise).startswith(
+        f'error: {noise}: not a torch checkpoint: cannot be read as data (')
+    # The same through ``python tools/test.py``: no traceback, status 1.
+    out = subprocess.run(
+        [sys.executable, 'tools/test.py', LINEAR, str(crafted)], cwd=ROOT,
+        env=train_env(), capture_output=True, text=True)
+    assert out.returncode == 1
+    assert out.stderr.strip().splitlines()[-1].startswith(
+        f'error: {crafted}: refused: it pickles io.open')
+    assert 'Traceback' not in out.stderr
+    assert not marker.exists()

@@ -15,9 +15,9 @@ import torch
 from mmengine.config import Config
 from mrcl_testing import build, cifar_images
 
-from mrcl_plugin.checkpoint import CheckpointError, load_checkpoint_file
-from mrcl_plugin.converters import (convert_file, main, save_atomic,
-                                    to_timm)
+from mrcl_plugin.checkpoint import (CheckpointError, atomic_path,
+                                    load_checkpoint_file)
+from mrcl_plugin.converters import convert_file, main, to_timm
 
 ROOT = Path(__file__).resolve().parents[1]
 SMALL_CONFIG = ROOT / (
@@ -287,6 +287,11 @@ def test_strict_check_names_missing_keys(mrcl_checkpoint, tmp_path, target,
     assert not dst.exists()
     convert_file(src, dst, target, strict=False)
     assert missing not in load_checkpoint_file(dst)['state_dict']
+
+
+def save_atomic(obj, dst):
+    with atomic_path(dst) as partial:
+        torch.save(obj, partial)
 
 
 def test_failed_save_keeps_the_previous_file(tmp_path):

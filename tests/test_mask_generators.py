@@ -2,10 +2,12 @@ import numpy as np
 import pytest
 import torch
 from mmengine.runner import set_random_seed
+from mmpretrain.registry import MODELS
 
 from mrcl_plugin.models.utils import (BlockMaskGenerator, GridMaskGenerator,
                                       RandomMaskGenerator, num_masked)
-from mrcl_testing import backbone_cfg, build, two_views
+from mrcl_testing import (backbone_cfg, build, logged_iterations, run_tool,
+                          train_command, two_views)
 
 GENERATORS = [RandomMaskGenerator(), BlockMaskGenerator(), GridMaskGenerator()]
 IDS = ['random', 'block', 'grid']
@@ -106,3 +108,91 @@ def test_given_mask_is_reused():
     latent_b, mask_b, _ = backbone(x, mask=mask.bool())
     assert torch.equal(mask_a, mask)
     torch.testing.assert_close(latent_a, latent_b)
+
+
+# -- a generator of one's own ------------------------------------------------
+
+
+@MODELS.register_module()
+class StripeMaskGenerator:
+    """The first masked-count patches in raster order (a stripe of rows),
+    the same for every image: a user's generator, not one of ours."""
+    calls = []
+
+    def __call__(self, batch_size, patch_resolution, mask_ratio, device):
+        self.calls.append((batch_size, tuple(patch_resolution), mask_ratio))
+        n = patch_resolution[0] * patch_resolution[1]
+        mask = torch.zeros(batch_size, n, dtype=torch.bool, device=device)
+        mask[:, :num_masked(n, mask_ratio)] = True
+        return mask
+
+
+@MODELS.register_module()
+class OffByOneMaskGenerator(StripeMaskGenerator):
+    """Breaks the contract: one patch too few in the last image."""
+
+    def __call__(self, *args):
+        mask = super().__call__(*args)
+        mask[-1, mask[-1].nonzero()[-1]] = False
+        return mask
+
+
+@MODELS.register_module()
+class FloatMaskGenerator(StripeMaskGenerator):
+    """Breaks the contract: a float mask."""
+
+    def __call__(self, *args):
+        return super().__call__(*args).float()
+
+
+@MODELS.register_module()
+class ShortMaskGenerator(StripeMaskGenerator):
+    """Breaks the contract: a patch missing from each row."""
+
+    def __call__(self, *args):
+        return super().__call__(*args)[:, 1:]
+
+
+def test_a_registered_generator_trains(tmp_path, mrcl_data_env):
+    """The small config trains with a generator registered here; the
+    encoder saw its masks: 13 of the 64 patches, rows 0-1 and 5 more."""
+    StripeMaskGenerator.calls.clear()
+    assert run_tool('train.py', train_command(tmp_path, **{
+        'model.backbone.mask_generator.type': 'StripeMaskGenerator',
+        'train_cfg.max_iters': 2})[2:]) == ''
+    # batch 8, two views each, 8x8 patches, the config's r = 0.2
+    assert StripeMaskGenerator.calls[:2] == [(16, (8, 8), 0.2)] * 2
+    logged = logged_iterations(tmp_path)
+    assert sorted(logged) == [1, 2]
+    assert all(np.isfinite(logged[i]['loss_rec_masked']) for i in logged)
+    assert (tmp_path / 'iter_2.pth').is_file()
+
+    backbone = build(backbone_cfg(
+        0.2, mask_generator=dict(type='StripeMaskGenerator')))
+    _, mask, ids_restore = backbone(torch.cat(two_views(4)))
+    assert (mask[:, :13] == 1).all() and (mask[:, 13:] == 0).all()
+
+
+@pytest.mark.parametrize('gen, message', [
+    ('OffByOneMaskGenerator', 'OffByOneMaskGenerator masked 12 of 64 '
+     'patches in row 7, expected exactly 13 (mask_ratio 0.2)'),
+    ('FloatMaskGenerator', 'FloatMaskGenerator returned (8, 64) '
+     'torch.float32, expected a (8, 64) torch.bool mask'),
+    ('ShortMaskGenerator', 'ShortMaskGenerator returned (8, 63) '
+     'torch.bool, expected a (8, 64) torch.bool mask'),
+])
+def test_a_generator_breaking_the_contract_is_named(gen, message):
+    backbone = build(backbone_cfg(0.2, mask_generator=dict(type=gen)))
+    with pytest.raises(ValueError) as err:
+        backbone(torch.cat(two_views(4)))
+    assert str(err.value) == f'model.backbone.mask_generator {message}'
+
+
+def test_tools_train_names_the_generator_in_one_line(tmp_path,
+                                                      mrcl_data_env):
+    message = run_tool('train.py', train_command(tmp_path, **{
+        'model.backbone.mask_generator.type': 'OffByOneMaskGenerator'})[2:])
+    assert message == (
+        'error: model.backbone.mask_generator OffByOneMaskGenerator masked '
+        '12 of 64 patches in row 15, expected exactly 13 (mask_ratio 0.2)')
+    assert not list(tmp_path.rglob('*.pth'))

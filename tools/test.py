@@ -1,7 +1,9 @@
 """Test (evaluate) a checkpoint: ``python tools/test.py CONFIG CHECKPOINT``.
 
 The same command line as mmpretrain's tools/test.py, less its display, TTA
-and pin-memory options; `mim test mrcl_plugin` runs this file.
+and pin-memory options; `mim test mrcl_plugin` runs this file. A bad config,
+checkpoint or data folder stops it with one ``error:`` line, as
+tools/train.py (docs/reliability.md).
 """
 import argparse
 import os
@@ -10,10 +12,11 @@ import os.path as osp
 import mmengine
 from mmengine.config import Config, DictAction
 from mmengine.evaluator import DumpResults
-from mmengine.registry import RUNNERS
-from mmengine.runner import Runner
 
 import mrcl_plugin  # noqa: F401  registers MRCL, applies mrcl_plugin.compat
+from mrcl_plugin.preflight import (build_runner, check_options,
+                                   check_test_config, one_line_errors,
+                                   run_logged)
 
 
 def parse_args():
@@ -55,8 +58,8 @@ def main():
         if not osp.isfile(path):
             raise SystemExit(f'{what} file not found: {path}')
     cfg = Config.fromfile(args.config)
-    cfg.test_dataloader.setdefault('collate_fn', dict(type='default_collate'))
     if args.cfg_options is not None:
+        check_options(cfg, args.cfg_options)
         cfg.merge_from_dict(args.cfg_options)
     cfg.launcher = args.launcher
     if args.work_dir is not None:
@@ -68,15 +71,16 @@ def main():
     if args.amp:
         cfg.test_cfg.fp16 = True
 
-    runner = (Runner.from_cfg(cfg)
-              if 'runner_type' not in cfg else RUNNERS.build(cfg))
+    check_test_config(cfg)
+    cfg.test_dataloader.setdefault('collate_fn', dict(type='default_collate'))
+    runner = build_runner(cfg)
     if args.out and args.out_item in ('pred', None):
         runner.test_evaluator.metrics.append(
             DumpResults(out_file_path=args.out))
-    metrics = runner.test()
+    metrics = run_logged(runner, runner.test)
     if args.out and args.out_item == 'metrics':
         mmengine.dump(metrics, args.out)
 
 
 if __name__ == '__main__':
-    main()
+    one_line_errors(main)

@@ -12,13 +12,11 @@ import os.path as osp
 import torch
 from mmengine.config import Config, DictAction
 from mmengine.logging import print_log
-from mmengine.registry import RUNNERS
-from mmengine.runner import Runner
 
 import mrcl_plugin  # noqa: F401  registers MRCL, weights-only loading
-from mrcl_plugin.checkpoint import CheckpointError
-from mrcl_plugin.preflight import (ConfigError, check_options,
-                                   check_train_config)
+from mrcl_plugin.preflight import (build_runner, check_options,
+                                   check_train_config, one_line_errors,
+                                   run_logged)
 
 
 def parse_args():
@@ -57,13 +55,6 @@ def parse_args():
     if 'LOCAL_RANK' not in os.environ:
         os.environ['LOCAL_RANK'] = str(args.local_rank)
     return args
-
-
-def last_line(error: BaseException) -> str:
-    """The message of an error, also one re-raised from a data worker."""
-    text = error.args[0] if isinstance(error, KeyError) else str(error)
-    lines = [line for line in str(text).splitlines() if line.strip()]
-    return lines[-1].strip() if lines else type(error).__name__
 
 
 def fit_to_cpu(cfg: Config) -> None:
@@ -141,22 +132,9 @@ def main():
     fit_to_cpu(cfg)
 
     check_train_config(cfg)
-
-    try:
-        runner = (Runner.from_cfg(cfg)
-                  if 'runner_type' not in cfg else RUNNERS.build(cfg))
-    # an unknown type or key, a package the config needs (DeepSpeed)
-    except (AssertionError, ImportError, KeyError, TypeError, ValueError) as e:
-        raise SystemExit(f'error: the config does not build: {last_line(e)}')
-    try:
-        runner.train()
-    except (AssertionError, FloatingPointError, OSError, RuntimeError) as e:
-        runner.logger.exception('training stopped')  # the traceback, logged
-        raise SystemExit(f'error: {last_line(e)}')
+    runner = build_runner(cfg)
+    run_logged(runner, runner.train)
 
 
 if __name__ == '__main__':
-    try:
-        main()
-    except (ConfigError, CheckpointError) as e:
-        raise SystemExit(f'error: {e}')
+    one_line_errors(main)

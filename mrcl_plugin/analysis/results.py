@@ -18,7 +18,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Dict, Iterable, List, Optional, Tuple
 
-from ..checkpoint import CheckpointError, load_checkpoint_file
+from ..checkpoint import (CheckpointError, config_values, load_checkpoint_file,
+                          saved_config)
 from .work_dir import read_config_text, read_scalars, run_folders
 
 VARIANTS = {
@@ -144,8 +145,8 @@ def _kind(cfg: str, logged: set) -> Tuple[Optional[str], str]:
             return 'ade20k', ''
         return None, 'a segmentation run, but not on ADE20K'
     if "type='ImageClassifier'" in cfg or 'accuracy/top1' in logged:
-        frozen = re.search(r'frozen_stages\s*=\s*(-?\d+)', cfg)
-        return ('linear' if frozen and int(frozen.group(1)) > 0 else
+        frozen = config_values(cfg, 'frozen_stages', r'(-?\d+)')
+        return ('linear' if frozen and int(frozen[0]) > 0 else
                 'finetune'), ''
     return None, 'neither pretraining nor a benchmark of the paper'
 
@@ -166,27 +167,27 @@ def _checkpoint_method(path: str) -> Tuple[Optional[str], Optional[bool]]:
     """(variant, MR?) from the meta of a checkpoint file (converted backbone
     or pretraining checkpoint); (None, None) when it says nothing."""
     try:
-        meta = load_checkpoint_file(path).get('meta') or {}
+        ckpt = load_checkpoint_file(path)
     except CheckpointError:
         return None, None
-    cfg = meta.get('cfg') if isinstance(meta.get('cfg'), str) else ''
+    meta, cfg = ckpt.get('meta') or {}, saved_config(ckpt)
     variant = meta.get('variant') or _cfg_str(cfg, 'variant')
     if variant not in VARIANTS:
         return None, None
     ratio = meta.get('mask_ratio')
     if ratio is None:
         ratio = _cfg_float(cfg, 'mask_ratio')
-    return variant, bool(ratio) or "rec_head=dict(" in cfg
+    return variant, bool(ratio) or 'dict' in config_values(cfg, 'rec_head')
 
 
 def _cfg_str(cfg: str, key: str) -> Optional[str]:
-    found = re.search(rf"\b{key}\s*=\s*'([\w.-]+)'", cfg)
-    return found.group(1) if found else None
+    found = config_values(cfg, key, r"'([\w.-]+)'")
+    return found[0] if found else None
 
 
 def _cfg_float(cfg: str, key: str) -> Optional[float]:
-    found = re.search(rf'\b{key}\s*=\s*([0-9.eE+-]+)', cfg)
-    return float(found.group(1)) if found else None
+    found = config_values(cfg, key, r'([0-9.eE+-]+)')
+    return float(found[0]) if found else None
 
 
 def _method(work_dir: Path, cfg: str,
@@ -194,13 +195,10 @@ def _method(work_dir: Path, cfg: str,
     if kind == 'pretrain' and _cfg_str(cfg, 'variant'):
         # The baselines are MRCL with no mask and no decoder.
         masked = bool(_cfg_float(cfg, 'mask_ratio')) or \
-            not re.search(r'\brec_head\s*=\s*None', cfg)
+            'None' not in config_values(cfg, 'rec_head')
         return _cfg_str(cfg, 'variant'), masked
-    checkpoints = [
-        c for c in re.findall(
-            r"\b(?:checkpoint|load_from|pretrained)\s*=\s*'([^']+)'", cfg)
-        if c
-    ]
+    checkpoints = config_values(cfg, '(?:checkpoint|load_from|pretrained)',
+                                r"'([^']+)'")
     for ckpt in checkpoints:
         # A relative path is the training's cwd's; the benchmark scripts
         # put the converted encoder in the work_dir itself.
@@ -225,7 +223,7 @@ def read_run(work_dir: Path) -> Run:
     iters = [r['iter'] for r in records if 'iter' in r]
     run.last_iter = iters[-1] if iters else None
     run.data = ', '.join(dict.fromkeys(
-        d.rstrip('/') for d in re.findall(r"\bdata_root\s*=\s*'([^']+)'", cfg)))
+        d.rstrip('/') for d in config_values(cfg, 'data_root', r"'([^']+)'")))
     run.kind, run.problem = _kind(cfg, logged)
     if run.kind is None:
         return run

@@ -4,7 +4,6 @@ import json
 import os
 import os.path as osp
 import platform
-import tempfile
 import time
 from typing import Dict, List, Optional
 
@@ -12,14 +11,15 @@ import torch
 from mmengine.config import Config
 from mmengine.runner import Runner
 
+from ..checkpoint import atomic_path
 from ..evaluation import bank_and_query_features, knn_top1
 from .presets import CONFIG, Preset, Run
 
 LOSSES = ('loss_contrastive', 'loss_rec_masked', 'loss_rec_unmasked')
 COLUMNS = ('preset', 'name', 'variant', 'method', 'mask_ratio', 'alpha',
-           'lambd', 'seed', 'precision', 'iters', 'batch_size', *LOSSES, 'knn_top1',
-           'linear_top1', 'knn_bank', 'knn_queries', 'train_s', 'wall_s',
-           'machine', 'overrides')
+           'lambd', 'seed', 'precision', 'iters', 'batch_size', *LOSSES,
+           'knn_top1', 'linear_top1', 'knn_bank', 'knn_queries', 'train_s',
+           'wall_s', 'machine', 'overrides')
 NUMERIC = ('mask_ratio', 'alpha', 'lambd', 'seed', 'iters', 'batch_size',
            *LOSSES, 'knn_top1', 'linear_top1', 'knn_bank', 'knn_queries',
            'train_s', 'wall_s')
@@ -72,14 +72,10 @@ def write_rows(path: str, rows: List[Dict]) -> None:
     """Write the CSV whole, through a temporary file and a rename, so a
     kill leaves either the old file or the new one."""
     import csv
-    folder = osp.dirname(osp.abspath(path))
-    os.makedirs(folder, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=folder, suffix='.csv.tmp')
-    with os.fdopen(fd, 'w', newline='') as f:
+    with atomic_path(path) as partial, open(partial, 'w', newline='') as f:
         writer = csv.DictWriter(f, COLUMNS)
         writer.writeheader()
         writer.writerows(rows)
-    os.replace(tmp, path)
 
 
 def machine() -> str:

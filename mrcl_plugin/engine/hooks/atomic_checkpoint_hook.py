@@ -2,43 +2,13 @@
 renaming it when complete."""
 import os
 import os.path as osp
-from unittest import mock
+import shutil
 
 from mmengine.dist import is_main_process
 from mmengine.hooks import CheckpointHook
-from mmengine.hooks import checkpoint_hook
 from mmpretrain.registry import HOOKS
 
-PARTIAL_SUFFIX = '.part'
-
-
-def write_text_atomically(path: str, text: str) -> None:
-    """Write ``text`` to ``path.part``, then rename it to ``path``."""
-    with open(path + PARTIAL_SUFFIX, 'w') as f:
-        f.write(text)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(path + PARTIAL_SUFFIX, path)
-
-
-class _AtomicLastCheckpoint:
-    """Stands in for ``open`` in mmengine's checkpoint_hook module, which
-    opens a file only to write ``last_checkpoint``."""
-
-    def __init__(self, path, mode='r', *args, **kwargs):
-        assert mode == 'w' and osp.basename(path) == 'last_checkpoint', (
-            path, mode)
-        self.path, self.text = path, ''
-
-    def __enter__(self):
-        return self
-
-    def write(self, text):
-        self.text += text
-
-    def __exit__(self, exc_type, *args):
-        if exc_type is None:
-            write_text_atomically(self.path, self.text)
+from ...checkpoint import PARTIAL_SUFFIX, atomic_path
 
 
 @HOOKS.register_module()
@@ -62,29 +32,50 @@ class AtomicCheckpointHook(CheckpointHook):
                              'out_dir: backend_args must be None')
 
     def _save_checkpoint_with_step(self, runner, step, meta):
-        save = runner.save_checkpoint
-        self._previous = self.last_ckpt
+        """mmengine 0.10's, with the two writes made atomic (it writes
+        ``last_checkpoint`` with a bare ``open``, so nothing less than the
+        whole method can change that)."""
+        previous = self.last_ckpt or 'no earlier checkpoint'
+        self._drop_old_checkpoint(runner, step)
+        filename = self.filename_tmpl.format(step)
+        self.last_ckpt = osp.join(self.out_dir, filename)
+        runner.message_hub.update_info('last_ckpt', self.last_ckpt)
+        save = dict(
+            save_optimizer=self.save_optimizer,
+            save_param_scheduler=self.save_param_scheduler,
+            meta=meta,
+            by_epoch=self.by_epoch,
+            **self.args)
+        if not is_main_process():  # Runner.save_checkpoint writes on rank 0
+            runner.save_checkpoint(
+                self.out_dir, f'.{filename}{PARTIAL_SUFFIX}', **save)
+            return
+        try:
+            with atomic_path(self.last_ckpt) as partial:
+                runner.save_checkpoint(
+                    self.out_dir, osp.basename(partial), **save)
+        except OSError as e:
+            raise OSError(
+                e.errno, f'checkpoint {self.last_ckpt} not saved '
+                f'({e.strerror or e}); {previous} is intact') from e
+        last = osp.join(runner.work_dir, 'last_checkpoint')
+        with atomic_path(last) as partial, open(partial, 'w') as f:
+            f.write(self.last_ckpt)
 
-        def save_then_rename(out_dir, filename, *args, **kwargs):
-            partial = f'.{filename}{PARTIAL_SUFFIX}'
-            try:
-                save(out_dir, partial, *args, **kwargs)
-                # runner.save_checkpoint writes on the main process only
-                if is_main_process():
-                    os.replace(
-                        osp.join(out_dir, partial),
-                        osp.join(out_dir, filename))
-            except BaseException as e:
-                if osp.exists(osp.join(out_dir, partial)):
-                    os.remove(osp.join(out_dir, partial))
-                if not isinstance(e, OSError):
-                    raise
-                kept = self._previous or 'no earlier checkpoint'
-                raise OSError(
-                    e.errno, f'checkpoint {osp.join(out_dir, filename)} not '
-                    f'saved ({e.strerror or e}); {kept} is intact') from e
-
-        with mock.patch.object(runner, 'save_checkpoint', save_then_rename), \
-                mock.patch.object(checkpoint_hook, 'open',
-                                  _AtomicLastCheckpoint, create=True):
-            super()._save_checkpoint_with_step(runner, step, meta)
+    def _drop_old_checkpoint(self, runner, step) -> None:
+        """mmengine's ``max_keep_ckpts``: drop the oldest kept checkpoint
+        before saving a new one."""
+        if self.max_keep_ckpts <= 0 or (self.keep_ckpt_ids
+                                        and self.keep_ckpt_ids[-1] == step):
+            return
+        if len(self.keep_ckpt_ids) == self.max_keep_ckpts:
+            old = osp.join(self.out_dir,
+                           self.filename_tmpl.format(
+                               self.keep_ckpt_ids.popleft()))
+            if is_main_process() and osp.isfile(old):
+                os.remove(old)
+            elif is_main_process() and osp.isdir(old):  # DeepSpeed's
+                shutil.rmtree(old)
+        self.keep_ckpt_ids.append(step)
+        runner.message_hub.update_info('keep_ckpt_ids',
+                                       list(self.keep_ckpt_ids))

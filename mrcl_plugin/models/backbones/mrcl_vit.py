@@ -6,9 +6,6 @@ from mmpretrain.registry import MODELS
 
 from ..utils.mask_generators import num_masked
 
-MASK_GENERATORS = ('RandomMaskGenerator', 'BlockMaskGenerator',
-                   'GridMaskGenerator')
-
 
 @MODELS.register_module()
 class MRCLViT(MAEViT):
@@ -20,8 +17,9 @@ class MRCLViT(MAEViT):
     Args:
         mask_ratio (float): ratio r of patches dropped from each view, in
             [0, 1). Defaults to 0.2, the paper's best.
-        mask_generator (dict): one of ``MASK_GENERATORS``. Defaults to
-            random sampling.
+        mask_generator (dict): any registered mask generator (the contract
+            is in ``models/utils/mask_generators.py``, checked at each
+            call). Defaults to random sampling.
         **kwargs: the arguments of :class:`MAEViT`.
     """
 
@@ -32,18 +30,20 @@ class MRCLViT(MAEViT):
                  patch_size: int = 16,
                  **kwargs) -> None:
         if not 0 <= mask_ratio < 1:
-            raise ValueError(
-                f'model.backbone.mask_ratio must be in [0, 1), got {mask_ratio}')
+            raise ValueError('model.backbone.mask_ratio must be in [0, 1), '
+                             f'got {mask_ratio}')
         sizes = img_size if isinstance(img_size, (tuple, list)) else (
             img_size, img_size)
         if any(s % patch_size for s in sizes):
             raise ValueError(
                 f'model.backbone.img_size {img_size} must be divisible by '
                 f'model.backbone.patch_size {patch_size}')
-        if mask_generator.get('type') not in MASK_GENERATORS:
+        kind = mask_generator.get('type')
+        if isinstance(kind, str) and MODELS.get(kind) is None:
             raise ValueError(
-                f'model.backbone.mask_generator.type must be one of '
-                f'{MASK_GENERATORS}, got {mask_generator.get("type")!r}')
+                f'model.backbone.mask_generator.type {kind!r} is not '
+                'registered (mmpretrain.registry.MODELS; register yours '
+                'with @MODELS.register_module())')
         super().__init__(
             img_size=img_size,
             patch_size=patch_size,
@@ -56,6 +56,30 @@ class MRCLViT(MAEViT):
         """Visible patch tokens per view."""
         return self.num_patches - num_masked(self.num_patches,
                                              self.mask_ratio)
+
+    def _check_mask(self, mask, batch_size: int) -> None:
+        """A generator's mask must be (B, N) bool with exactly the masked
+        count in every row: otherwise masked patches would be encoded, or
+        visible ones dropped, with no error."""
+        name = type(self.mask_generator).__name__
+        want = (batch_size, self.num_patches)
+        if not isinstance(mask, torch.Tensor) or mask.dtype != torch.bool \
+                or tuple(mask.shape) != want:
+            got = (f'{tuple(mask.shape)} {mask.dtype}' if isinstance(
+                mask, torch.Tensor) else type(mask).__name__)
+            raise ValueError(
+                f'model.backbone.mask_generator {name} returned {got}, '
+                f'expected a {want} torch.bool mask')
+        count = self.num_patches - self.num_visible
+        counts = mask.sum(1)
+        wrong = (counts != count).nonzero()
+        if len(wrong):
+            row = wrong[0, 0].item()
+            raise ValueError(
+                f'model.backbone.mask_generator {name} masked '
+                f'{counts[row].item()} of {self.num_patches} patches in row '
+                f'{row}, expected exactly {count} (mask_ratio '
+                f'{self.mask_ratio})')
 
     def forward(
         self,
@@ -83,6 +107,7 @@ class MRCLViT(MAEViT):
         if mask is True:
             mask = self.mask_generator(B, self.patch_resolution,
                                        self.mask_ratio, x.device)
+            self._check_mask(mask, B)
         # Visible tokens first, in raster order; stable so ids are exact.
         ids_shuffle = torch.argsort(mask.to(torch.uint8), dim=1, stable=True)
         ids_restore = torch.argsort(ids_shuffle, dim=1)

@@ -4,7 +4,9 @@ Every generator is called as ``generator(batch_size, patch_resolution,
 mask_ratio, device)`` and returns a bool tensor of shape (B, H*W) in raster
 order, True where a patch is masked. Each row masks exactly
 ``num_masked(H*W, mask_ratio)`` patches, so the visible tokens of a batch stay
-rectangular, and each row (hence each view) gets its own mask.
+rectangular, and each row (hence each view) gets its own mask. Any class
+registered in mmpretrain's ``MODELS`` that keeps this contract can be
+``model.backbone.mask_generator``; ``MRCLViT`` checks it at every call.
 """
 from typing import Tuple
 
