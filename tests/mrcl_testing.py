@@ -211,6 +211,14 @@ def logged_iterations(work_dir) -> dict:
     return logs
 
 
+def mim_finds(found: Path, real: Path) -> bool:
+    """``found`` (a file mim found under ``mrcl_plugin/.mim``) is ``real``:
+    the checkout's own file through its ``.mim`` links, or one of setup.py's
+    editable-install stubs, which names it."""
+    return Path(found).resolve() == real or repr(str(real)) in Path(
+        found).read_text()
+
+
 # -- STL-10 in its release's binary layout ------------------------------------
 
 TINY_IMAGENET = DATA / 'cls' / 'tiny_imagenet_10cls'

@@ -36,7 +36,7 @@ from mmengine.config import Config
 
 import mrcl_plugin  # noqa: F401
 from mrcl_plugin.converters import to_mmpretrain
-from mrcl_testing import DATA, ROOT, cfg_options, write_stl10
+from mrcl_testing import DATA, ROOT, cfg_options, mim_finds, write_stl10
 
 CONFIGS = ROOT / 'configs'
 PRETRAIN = sorted((CONFIGS / 'mrcl').glob('*.py')) + sorted(
@@ -348,12 +348,14 @@ def test_mim_train_mrcl_plugin_by_name(tmp_path, stl10_root, free_port):
 
 def test_every_config_is_found_by_name():
     """``mim train mrcl_plugin NAME`` finds each config of ours by its name
-    alone, as mim looks (its own function, in the installed package)."""
+    alone, as mim looks (its own functions, in the installed package: the
+    checkout's links, or setup.py's stubs, whichever mim's lookup of the
+    dist-info gives from here)."""
     from mim.utils import get_installed_path, recursively_find
     root = get_installed_path('mrcl_plugin')
     for config in PRETRAIN + CLASSIFY + [SEG_CONFIG, DET_CONFIG]:
         found = recursively_find(root, config.name, followlinks=True)
-        assert [Path(f).resolve() for f in found] == [config], config.name
+        assert len(found) == 1 and mim_finds(found[0], config), found
 
 
 def test_mim_train_mmpretrain(tmp_path, stl10_root):
