@@ -376,11 +376,11 @@ DET_CONFIG = CONFIGS / 'benchmarks' / 'mmdetection' / (
     'mrcl_vit-base-p16_simple-fpn_mask-rcnn_8xb8-amp-lsj-100e_coco.py')
 
 
-def dense_options(config: Path, small_config, checkpoint: Path, tmp_path,
-                  **kwargs) -> list:
-    """A converted encoder and the transfer tests' CPU-size settings
-    (``small_config``, ``cpu_runner``: a 2-iteration loop, no AMP, no
-    workers) as options."""
+def mim_train_dense(package: str, config: Path, small_config,
+                    checkpoint: Path, tmp_path, **kwargs) -> None:
+    """``mim train PACKAGE CONFIG`` from a converted encoder, with the
+    transfer tests' CPU-size settings (``small_config``, ``cpu_runner``: a
+    2-iteration loop, no AMP, no workers) as options."""
     from transfer_testing import convert, cpu_runner
     encoder = convert(checkpoint, tmp_path / 'encoder.pth')
     cfg = Config.fromfile(str(config))
@@ -388,30 +388,24 @@ def dense_options(config: Path, small_config, checkpoint: Path, tmp_path,
                            tmp_path / 'encoder.pth', **kwargs)
     changed = cpu_runner(changed, tmp_path, max_iters=2)
     changed.default_hooks.checkpoint.interval = 2
-    return cfg_options(cfg.to_dict(), changed.to_dict())
+    log = subprocess_run([
+        'mim', 'train', package,
+        str(config), '--work-dir',
+        str(tmp_path), '--cfg-options',
+        *cfg_options(cfg.to_dict(), changed.to_dict())
+    ])
+    assert f'{package}/.mim/tools/train.py' in log
+    trained(tmp_path)
 
 
 def test_mim_train_mmseg(tmp_path, mrcl_checkpoint):
     from test_transfer_segmentation import small_config
-    log = subprocess_run([
-        'mim', 'train', 'mmseg',
-        str(SEG_CONFIG), '--work-dir',
-        str(tmp_path), '--cfg-options',
-        *dense_options(SEG_CONFIG, small_config, mrcl_checkpoint, tmp_path)
-    ])
-    assert 'mmseg/.mim/tools/train.py' in log
-    trained(tmp_path)
+    mim_train_dense('mmseg', SEG_CONFIG, small_config, mrcl_checkpoint,
+                    tmp_path)
 
 
 def test_mim_train_mmdet(tmp_path, mrcl_checkpoint_p16):
     from test_transfer_detection import small_config, val_subset
     val_ann = val_subset(DATA, tmp_path / 'val.json', n=4)
-    log = subprocess_run([
-        'mim', 'train', 'mmdet',
-        str(DET_CONFIG), '--work-dir',
-        str(tmp_path), '--cfg-options', *dense_options(
-            DET_CONFIG, small_config, mrcl_checkpoint_p16, tmp_path,
-            val_ann=val_ann)
-    ])
-    assert 'mmdet/.mim/tools/train.py' in log
-    trained(tmp_path)
+    mim_train_dense('mmdet', DET_CONFIG, small_config, mrcl_checkpoint_p16,
+                    tmp_path, val_ann=val_ann)
