@@ -176,14 +176,15 @@ def train_command(work_dir, *extra, config=SMALL_CIFAR, **options) -> list:
     ]
 
 
-def run_tool(script: str, argv: list) -> str:
-    """Run tools/<script> in this process (``runpy``, as ``python
-    tools/<script>`` would) with ``argv``; its one-line error, or '' if it
-    finished."""
+def run_tool(script, argv: list) -> str:
+    """Run tools/<script> (or the script at a path, e.g. mmpretrain's own
+    train.py) in this process (``runpy``, as ``python script`` would) with
+    ``argv``; its one-line error, or '' if it finished."""
+    path = ROOT / 'tools' / script if isinstance(script, str) else script
     old = sys.argv
-    sys.argv = [f'tools/{script}', *map(str, argv)]
+    sys.argv = [str(path), *map(str, argv)]
     try:
-        runpy.run_path(str(ROOT / 'tools' / script), run_name='__main__')
+        runpy.run_path(str(path), run_name='__main__')
     except SystemExit as e:
         assert e.code not in (0, None)
         message = str(e.code)

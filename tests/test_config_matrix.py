@@ -25,7 +25,6 @@ CPU-size settings of the transfer tests."""
 import copy
 import os
 import re
-import runpy
 import subprocess
 import sys
 from pathlib import Path
@@ -36,7 +35,8 @@ from mmengine.config import Config
 
 import mrcl_plugin  # noqa: F401
 from mrcl_plugin.converters import to_mmpretrain
-from mrcl_testing import DATA, ROOT, cfg_options, mim_finds, write_stl10
+from mrcl_testing import (DATA, ROOT, cfg_options, mim_finds, run_tool,
+                          write_stl10)
 
 CONFIGS = ROOT / 'configs'
 PRETRAIN = sorted((CONFIGS / 'mrcl').glob('*.py')) + sorted(
@@ -182,23 +182,8 @@ def encoder(tmp_path_factory, stl10_root):
 # -- the launchers ------------------------------------------------------------
 
 
-def run_script(script: Path, argv: list) -> str:
-    """Run a train script in this process as ``python script argv``; its
-    error line, or '' when it trained."""
-    old = sys.argv
-    sys.argv = [str(script), *map(str, argv)]
-    try:
-        runpy.run_path(str(script), run_name='__main__')
-    except SystemExit as e:
-        if e.code not in (0, None):
-            return str(e.code)
-    finally:
-        sys.argv = old
-    return ''
-
-
 def tools_train(config, work, opts, launcher='none') -> str:
-    return run_script(ROOT / 'tools' / 'train.py', [
+    return run_tool('train.py', [
         config, '--work-dir', work, '--launcher', launcher, '--cfg-options',
         *opts
     ])
@@ -297,7 +282,7 @@ def test_mmpretrain_train(config, tmp_path, stl10_root, encoder):
     opts = options(config, stl10_root,
                    encoder if config in CLASSIFY else None,
                    **cpu_user_options(config))
-    assert run_script(MMPRETRAIN_TRAIN, [
+    assert run_tool(MMPRETRAIN_TRAIN, [
         config, '--work-dir', tmp_path, '--cfg-options', *opts
     ]) == ''
     trained(tmp_path)
