@@ -17,7 +17,7 @@ import re
 import warnings
 import zipfile
 from contextlib import contextmanager
-from typing import Any, Dict, Iterator, List, Tuple
+from typing import Any, Dict, Iterator, List, Optional, Tuple
 
 import numpy as np
 import torch
@@ -196,6 +196,29 @@ def config_values(cfg: str, key: str,
     return re.findall(rf'\b{key}\s*=\s*{value}', cfg)
 
 
+# The MRCL algorithm classes, by the contrastive learner each extends. A
+# checkpoint saved before the classes were split names ``type='MRCL'`` and
+# ``variant='barlowtwins'``; both read the same.
+MRCL_CLASSES = dict(barlowtwins='MRBarlowTwins', simclr='MRSimCLR',
+                    byol='MRBYOL', mocov3='MRMoCoV3')
+
+
+def mrcl_variant(cfg: str) -> Optional[str]:
+    """The contrastive learner (``'barlowtwins'``, ``'simclr'``, ``'byol'``
+    or ``'mocov3'``) of the MRCL model in a config's text, or None if it
+    has none."""
+    for name in config_values(cfg, 'type', r"'([\w.]+)'"):
+        name = name.rsplit('.', 1)[-1]
+        for variant, cls in MRCL_CLASSES.items():
+            if name == cls:
+                return variant
+        if name == 'MRCL':  # saved before the split: type='MRCL', variant=
+            found = config_values(cfg, 'variant', r"'(\w+)'")
+            variant = found[0] if found else 'barlowtwins'  # its default
+            return variant if variant in MRCL_CLASSES else None
+    return None
+
+
 def model_types(ckpt: Dict[str, Any]) -> List[str]:
     """The ``type=`` names in the config saved in an mmengine checkpoint."""
     return config_values(saved_config(ckpt), 'type', r"'([\w.]+)'")
@@ -224,8 +247,8 @@ def mrcl_backbone(ckpt: Dict[str, Any],
         raise CheckpointError(
             path, "not an MRCL checkpoint: no 'state_dict' (keys: "
             f'{sorted(ckpt)[:8]})')
-    types = model_types(ckpt)
-    if 'MRCL' not in types:
+    if mrcl_variant(saved_config(ckpt)) is None:
+        types = model_types(ckpt)
         found = (f"its config names {', '.join(dict.fromkeys(types))}"
                  if types else 'it has no config in its meta')
         raise CheckpointError(
@@ -268,6 +291,6 @@ def _encoder_meta(backbone: Dict[str, torch.Tensor], ckpt: Dict) -> Dict:
         .shape[0],
         patch_size=patch,
         img_size=grid * patch,
-        variant=cfg_value('variant', str),
+        variant=mrcl_variant(cfg),
         mask_ratio=cfg_value('mask_ratio', float),
         iter=(ckpt.get('meta') or {}).get('iter'))
