@@ -14,6 +14,7 @@ from mmengine.model import revert_sync_batchnorm
 from mmengine.registry import init_default_scope
 
 import mrcl_plugin  # noqa: F401
+from mrcl_plugin.checkpoint import MRCL_CLASSES
 
 DATA = Path(__file__).resolve().parents[2] / 'shared' / 'data'
 CIFAR = DATA / 'cls' / 'cifar10'
@@ -110,8 +111,7 @@ HEADS = dict(
 def mrcl_cfg(variant='barlowtwins', mask_ratio=0.2, alpha=1.0, lambd=1.0,
              reconstruction=True, **kw) -> dict:
     cfg = dict(
-        type='MRCL',
-        variant=variant,
+        type=MRCL_CLASSES[variant],
         backbone=backbone_cfg(mask_ratio),
         neck=copy.deepcopy(NECK),
         head=copy.deepcopy(HEADS[variant]))

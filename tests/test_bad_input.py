@@ -271,7 +271,7 @@ def test_checkpoint_of_another_model(tmp_path, classifier_ckpt, how):
         key = 'load_from'
     assert message == (f'error: {key} {classifier_ckpt}: a checkpoint of '
                        'another model (ImageClassifier), this config trains '
-                       'MRCL')
+                       'MRBarlowTwins')
     assert_nothing_written(tmp_path)
 
 

@@ -219,7 +219,7 @@ shipped = (torch.nn.SyncBatchNorm.forward,
 import mrcl_plugin
 from mmengine.runner.checkpoint import CheckpointLoader
 from mmpretrain.registry import MODELS
-assert MODELS.get('MRCL') is not None
+assert MODELS.get('MRBarlowTwins') is not None
 assert CheckpointLoader._schemes[''].__module__ == 'mrcl_plugin.compat'
 assert (torch.nn.SyncBatchNorm.forward, ddp._passing_sync_batchnorm_handle,
         utils._init_dist_pytorch) == shipped

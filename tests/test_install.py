@@ -83,4 +83,4 @@ def test_mim_train_by_name_after_pip_install(tmp_path, editable):
     assert 'Saving checkpoint at 1 iterations' in log
     assert (work / 'iter_1.pth').is_file()
     dumped = (work / NAME).read_text()
-    assert "type='MRCL'" in dumped and "mask_ratio=0.2" in dumped
+    assert "type='MRBarlowTwins'" in dumped and "mask_ratio=0.2" in dumped

@@ -141,7 +141,6 @@ BAD = [
     (dict(backbone=backbone_cfg(
         0.2, mask_generator=dict(type='SpiralMaskGenerator'))),
      'backbone.mask_generator.type'),
-    (dict(variant='dino'), 'model.variant'),
     (dict(feature='gem'), 'model.feature'),
     (dict(contrastive_weight=-1.0), 'model.contrastive_weight'),
     (dict(rec_head=rec_head_cfg(alpha=-1.0)), 'rec_head.alpha'),

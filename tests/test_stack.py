@@ -49,7 +49,7 @@ def test_stack_imports():
 
     import mrcl_plugin
     from mmpretrain.registry import MODELS
-    assert MODELS.get('MRCL') is not None
+    assert MODELS.get('MRBarlowTwins') is not None
     assert MODELS.get('MRCLViT') is not None
     assert mrcl_plugin.compat._APPLIED
 

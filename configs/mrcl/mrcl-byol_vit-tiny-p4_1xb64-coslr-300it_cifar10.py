@@ -4,7 +4,7 @@
 _base_ = 'mrcl-barlowtwins_vit-tiny-p4_1xb64-coslr-300it_cifar10.py'
 
 model = dict(
-    variant='byol',
+    type='MRBYOL',
     base_momentum=0.004,
     target_masked=True,
     neck=dict(

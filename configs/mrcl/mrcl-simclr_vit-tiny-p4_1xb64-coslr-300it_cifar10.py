@@ -4,7 +4,7 @@
 _base_ = 'mrcl-barlowtwins_vit-tiny-p4_1xb64-coslr-300it_cifar10.py'
 
 model = dict(
-    variant='simclr',
+    type='MRSimCLR',
     neck=dict(
         _delete_=True,
         type='NonLinearNeck',

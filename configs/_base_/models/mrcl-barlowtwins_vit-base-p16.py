@@ -2,7 +2,7 @@ _base_ = 'mrcl_vit-base-p16.py'
 
 # Projector and head of mmpretrain's BarlowTwins, fed the 768-d class token.
 model = dict(
-    variant='barlowtwins',
+    type='MRBarlowTwins',
     neck=dict(
         type='NonLinearNeck',
         in_channels=768,

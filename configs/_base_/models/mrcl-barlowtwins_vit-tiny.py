@@ -3,8 +3,7 @@
 # take 4.5 min instead of 8 and learn more), a 2-layer, 128-wide decoder and
 # a 1024-d projector. Set img_size/patch_size/num_patches where it is used.
 model = dict(
-    type='MRCL',
-    variant='barlowtwins',
+    type='MRBarlowTwins',
     backbone=dict(
         type='MRCLViT',
         arch=dict(

@@ -4,7 +4,7 @@ _base_ = 'mrcl_vit-base-p16.py'
 # token. The momentum target encodes the same masked views as the online
 # branch (target_masked=True; False gives it the full views).
 model = dict(
-    variant='byol',
+    type='MRBYOL',
     base_momentum=0.004,
     target_masked=True,
     neck=dict(

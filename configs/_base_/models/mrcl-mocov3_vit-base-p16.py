@@ -4,7 +4,7 @@ _base_ = 'mrcl_vit-base-p16.py'
 # fed the 768-d class token.
 temperature = 0.2
 model = dict(
-    variant='mocov3',
+    type='MRMoCoV3',
     base_momentum=0.01,
     target_masked=True,
     neck=dict(

@@ -2,7 +2,7 @@ _base_ = 'mrcl_vit-base-p16.py'
 
 # Projector and head of mmpretrain's SimCLR, fed the 768-d class token.
 model = dict(
-    variant='simclr',
+    type='MRSimCLR',
     neck=dict(
         type='NonLinearNeck',
         in_channels=768,

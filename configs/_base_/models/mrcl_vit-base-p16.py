@@ -1,9 +1,8 @@
 # MRCL with a ViT-B/16 encoder and MAE's 8-layer, 512-wide decoder (113M
-# parameters in all, the paper's). The variant's projector and head are set
-# by the configs that inherit this one.
+# parameters in all, the paper's). The learner's class (MR-BarlowTwins here),
+# projector and head are set by the configs that inherit this one.
 model = dict(
-    type='MRCL',
-    variant='barlowtwins',
+    type='MRBarlowTwins',
     contrastive_weight=1.0,
     feature='cls_token',
     backbone=dict(
