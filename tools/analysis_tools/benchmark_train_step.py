@@ -41,6 +41,9 @@ MALLOC_TOP_PAD_=1073741824 in the environment (the header prints them).
 FLOPs: torch.utils.flop_counter over one forward + backward at batch 2,
 scaled to --batch (matmuls, convolutions and attention; the optimizer and
 elementwise ops are not counted); MFU = FLOPs / step time / --peak-tflops.
+
+Needs torch, mmengine, mmcv (none of its compiled ops), mmpretrain and
+this plugin importable (PYTHONPATH=. from the repository root).
 """
 import argparse
 import copy
@@ -368,10 +371,10 @@ def main():
     rows = result_rows(args, models, times, flops, mem, losses)
     print_table(rows)
     print('ratios are against baseline; img/s counts an image as its two '
-          'views; peak MiB: ' + ('max_memory_allocated' if args.device ==
-                                 'cuda' else 'peak RSS less the RSS before '
-                                 'building') + f', fresh process, '
-          f'{args.mem_iters} steps; FLOPs: forward + backward')
+          'views; FLOPs: forward + backward' + (
+              f'; peak MiB over {args.mem_iters} steps in a fresh process: '
+              + ('max_memory_allocated' if args.device == 'cuda' else
+                 'peak RSS less the RSS before building') if mem else ''))
     if args.iters and mem:
         print(f'MRCL/baseline: time {rows["mrcl"]["time ratio"]}, peak '
               f'memory {rows["mrcl"]["mem ratio"]}')
