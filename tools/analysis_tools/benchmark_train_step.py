@@ -371,7 +371,7 @@ def main():
     rows = result_rows(args, models, times, flops, mem, losses)
     print_table(rows)
     print('ratios are against baseline; img/s counts an image as its two '
-          'views; FLOPs: forward + backward' + (
+          'views' + ('; FLOPs: forward + backward' if flops else '') + (
               f'; peak MiB over {args.mem_iters} steps in a fresh process: '
               + ('max_memory_allocated' if args.device == 'cuda' else
                  'peak RSS less the RSS before building') if mem else ''))
