@@ -261,10 +261,10 @@ def mrcl_backbone(ckpt: Dict[str, Any],
     if missing:
         raise CheckpointError(
             path, f'not an MRCL checkpoint: no {BACKBONE_PREFIX}{missing[0]}')
-    return backbone, _encoder_meta(backbone, ckpt)
+    return backbone, encoder_meta(backbone, ckpt)
 
 
-def _encoder_meta(backbone: Dict[str, torch.Tensor], ckpt: Dict) -> Dict:
+def encoder_meta(backbone: Dict[str, torch.Tensor], ckpt: Dict) -> Dict:
     proj = backbone['patch_embed.projection.weight']  # (C, 3, P, P)
     embed_dims, patch = proj.shape[0], proj.shape[-1]
     grid = int(round((backbone['pos_embed'].shape[1] - 1)**0.5))

@@ -1,4 +1,13 @@
-"""MRCL pretraining checkpoint -> the encoder alone, for other code bases.
+"""MRCL or MAE pretraining checkpoint -> the encoder alone, for other code
+bases.
+
+Sources (:func:`pretrained_encoder`): an MRCL pretraining checkpoint;
+mmpretrain's MAE pretraining checkpoint (``type='MAE'`` in its saved
+config, the encoder under ``backbone.``); MAE's official release (the
+``model`` key, timm's names: ``patch_embed.proj``, ``blocks.i.attn.qkv``,
+``norm``, ...). All three give the same encoder file; an MAE one says so in
+its meta (``variant='mae'``), so a benchmark run from it is MAE's, not
+MRCL's.
 
 - :func:`to_mmpretrain`: mmpretrain's ``VisionTransformer`` keys, which
   mmseg and mmdet load through ``mmpretrain.VisionTransformer``.
@@ -13,8 +22,9 @@ from typing import Any, Dict, List, Tuple
 
 import torch
 
-from .checkpoint import (BACKBONE_PREFIX, CheckpointError, atomic_path,
-                         config_values, key_mismatches, load_checkpoint_file,
+from .checkpoint import (BACKBONE_PREFIX, VIT_KEYS, CheckpointError,
+                         atomic_path, config_values, encoder_meta,
+                         key_mismatches, load_checkpoint_file, model_types,
                          mrcl_backbone, saved_config)
 
 ARCH_KEYS = ('embed_dims', 'num_layers', 'num_heads', 'feedforward_channels')
@@ -49,7 +59,7 @@ def timm_key(key: str) -> str:
 
 
 def to_mmpretrain(path: str) -> Dict[str, Any]:
-    """The encoder of the MRCL checkpoint at ``path`` as an mmpretrain
+    """The encoder of the MRCL or MAE checkpoint at ``path`` as an mmpretrain
     ``VisionTransformer`` checkpoint: ``state_dict`` with its keys (no
     ``backbone.`` prefix) and ``meta``: the encoder's arch and sizes,
     variant, mask ratio, iteration, ``left_over`` (tensors not exported,
@@ -60,7 +70,7 @@ def to_mmpretrain(path: str) -> Dict[str, Any]:
 
 
 def to_timm(path: str) -> Dict[str, Any]:
-    """The encoder of the MRCL checkpoint at ``path`` in timm's
+    """The encoder of the MRCL or MAE checkpoint at ``path`` in timm's
     ``VisionTransformer`` layout: ``state_dict`` and the ``meta`` of
     :func:`to_mmpretrain` plus what builds the model: ``timm_kwargs``
     (``VisionTransformer(**timm_kwargs)``, no head), ``timm_model`` (the
@@ -70,16 +80,79 @@ def to_timm(path: str) -> Dict[str, Any]:
     return _convert(path, 'timm')[0]
 
 
+def pretrained_encoder(ckpt: Dict, path: str) -> Tuple[Dict, Dict, Dict]:
+    """The encoder of an MRCL or MAE pretraining checkpoint.
+
+    Returns:
+        tuple: the encoder's tensors with mmpretrain ``VisionTransformer``
+        names; what is known of it (``mrcl_backbone``'s meta; ``variant``
+        is ``'mae'`` for MAE); the source name of each tensor.
+
+    Raises:
+        CheckpointError: it is none of the three layouts.
+    """
+    if 'state_dict' not in ckpt and isinstance(ckpt.get('model'), dict):
+        return _mae_release(ckpt['model'], path)
+    if any(t.rsplit('.', 1)[-1] == 'MAE' for t in model_types(ckpt)):
+        backbone = {
+            k[len(BACKBONE_PREFIX):]: v
+            for k, v in ckpt['state_dict'].items()
+            if k.startswith(BACKBONE_PREFIX)
+        }
+        if not all(k in backbone for k in VIT_KEYS):
+            raise CheckpointError(
+                path, 'an mmpretrain MAE checkpoint without a ViT encoder '
+                f'(no {BACKBONE_PREFIX}{VIT_KEYS[0]} ...)')
+        meta = dict(encoder_meta(backbone, ckpt), variant='mae')
+    else:
+        backbone, meta = mrcl_backbone(ckpt, path)
+    return backbone, meta, {k: BACKBONE_PREFIX + k for k in backbone}
+
+
+def _mae_release(model: Dict, path: str) -> Tuple[Dict, Dict, Dict]:
+    """MAE's official pretraining file: timm's names, renamed as the
+    inverse of :func:`timm_key` over an mmpretrain ViT of the same shape."""
+    from mmpretrain.models import VisionTransformer
+    if 'patch_embed.proj.weight' not in model or 'blocks.0.mlp.fc1.weight' \
+            not in model:
+        raise CheckpointError(
+            path, "not an MAE release: its 'model' has no "
+            'patch_embed.proj.weight / blocks.0.mlp.fc1.weight')
+    embed_dims = model['patch_embed.proj.weight'].shape[0]
+    num_layers = 1 + max(
+        int(k.split('.')[1]) for k in model if k.startswith('blocks.'))
+    ffn = model['blocks.0.mlp.fc1.weight'].shape[0]
+    # the weights do not say the heads: timm's standard sizes, else 64 wide
+    heads = {(e, n, f): h for (e, n, h, f) in TIMM_SIZES}.get(
+        (embed_dims, num_layers, ffn), embed_dims // 64)
+    arch = dict(embed_dims=embed_dims, num_layers=num_layers,
+                num_heads=heads, feedforward_channels=ffn)
+    grid = int(round((model['pos_embed'].shape[1] - 1)**0.5))
+    patch = model['patch_embed.proj.weight'].shape[-1]
+    with torch.device('meta'):  # names only
+        names = VisionTransformer(arch=arch, img_size=grid * patch,
+                                  patch_size=patch).state_dict()
+    source = {k: timm_key(k) for k in names if timm_key(k) in model}
+    backbone = {k: model[src] for k, src in source.items()}
+    missing = [k for k in VIT_KEYS if k not in backbone]
+    if missing:
+        raise CheckpointError(
+            path, f'not an MAE release: no {timm_key(missing[0])}')
+    meta = dict(encoder_meta(backbone, {}), num_heads=heads, variant='mae')
+    return backbone, meta, source
+
+
 def _convert(path: str, target: str) -> Tuple[Dict, List[Tuple[str, str]]]:
     """The converted checkpoint and its (source key, new key) pairs."""
     ckpt = load_checkpoint_file(path)
-    backbone, meta = mrcl_backbone(ckpt, str(path))
+    backbone, meta, source = pretrained_encoder(ckpt, str(path))
     rename = timm_key if target == 'timm' else (lambda key: key)
     state = {rename(k): v for k, v in backbone.items()}
-    pairs = [(BACKBONE_PREFIX + k, rename(k)) for k in backbone]
+    pairs = [(source[k], rename(k)) for k in backbone]
+    used = set(source.values())
     left_over = Counter(
-        k.split('.')[0] for k in ckpt['state_dict']
-        if not k.startswith(BACKBONE_PREFIX))
+        k.split('.')[0] for k in ckpt.get('state_dict', ckpt.get('model'))
+        if k not in used)
     meta = dict(meta, arch={k: meta[k] for k in ARCH_KEYS},
                 left_over=dict(left_over), source=str(path))
     if target == 'timm':
@@ -146,13 +219,13 @@ def check_strict(ckpt: Dict, target: str, path: str) -> None:
 
 def convert_file(src: str, dst: str, target: str,
                  strict: bool = True) -> str:
-    """Convert the MRCL checkpoint ``src`` for ``target`` ('mmpretrain' or
-    'timm'), check it loads strictly (unless ``strict=False``), write it to
-    ``dst`` and return a report of the keys converted and left over.
+    """Convert the MRCL or MAE checkpoint ``src`` for ``target``
+    ('mmpretrain' or 'timm'), check it loads strictly (unless
+    ``strict=False``), write it to ``dst`` and return a report of the keys converted and left over.
 
     Raises:
-        CheckpointError: ``src`` is not an MRCL checkpoint, or the strict
-            check failed; nothing is written then.
+        CheckpointError: ``src`` is not an MRCL or MAE checkpoint, or the
+            strict check failed; nothing is written then.
     """
     ckpt, pairs = _convert(src, target)
     if strict:
@@ -190,10 +263,11 @@ def main(target: str, argv: List[str] = None) -> int:
     import argparse
     import sys
     parser = argparse.ArgumentParser(
-        description=f'Export the encoder of an MRCL pretraining checkpoint '
-        f'in the {target} VisionTransformer layout, checked by a strict load '
+        description=f'Export the encoder of an MRCL or MAE (mmpretrain or '
+        f'official release) pretraining checkpoint in the {target} '
+        'VisionTransformer layout, checked by a strict load '
         'into that class (no weights are downloaded).')
-    parser.add_argument('src', help='MRCL pretraining checkpoint (.pth)')
+    parser.add_argument('src', help='MRCL or MAE pretraining checkpoint')
     parser.add_argument('dst', help='where to write the converted file')
     parser.add_argument(
         '--no-strict', action='store_true',

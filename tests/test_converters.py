@@ -301,3 +301,106 @@ def test_failed_save_keeps_the_previous_file(tmp_path):
         save_atomic({'x': lambda: None}, dst)  # cannot be pickled
     assert torch.equal(torch.load(dst, weights_only=True)['x'], torch.ones(2))
     assert [p.name for p in tmp_path.iterdir()] == ['out.pth']
+
+
+# -- MAE checkpoints: mmpretrain's and the official release's layout ---------
+
+MAE_CONFIG = Path(__import__('mmpretrain').__file__).parent / (
+    '.mim/configs/mae/mae_vit-base-p16_8xb512-amp-coslr-300e_in1k.py')
+
+
+def _randomised(model):
+    """Every tensor random and distinct, so a misplaced one shows."""
+    torch.manual_seed(0)
+    for p in model.parameters():
+        torch.nn.init.normal_(p, std=0.1)
+    return model
+
+
+def mmpretrain_mae_file(folder: Path) -> Path:
+    """mmpretrain's MAE (its own ViT-B config, shrunk to the small encoder
+    at 32 px, patch 16), saved as its runner saves a checkpoint."""
+    cfg = Config.fromfile(str(MAE_CONFIG))
+    cfg.model.backbone.update(arch=dict(ENCODER), img_size=32)
+    cfg.model.neck.update(num_patches=4, embed_dim=192, decoder_embed_dim=32,
+                          decoder_depth=1, decoder_num_heads=4)
+    model = _randomised(build(cfg.model))
+    path = folder / 'mae_mmpretrain.pth'
+    torch.save(dict(meta=dict(cfg=cfg.pretty_text, iter=7),
+                    state_dict=model.state_dict()), path)
+    return path
+
+
+def mae_release_file(folder: Path):
+    """MAE's official layout (models_mae.py: timm's ViT blocks, the
+    decoder beside them) from timm's modules; the encoder, for reference."""
+    from timm.models.vision_transformer import Block, VisionTransformer
+    encoder = _randomised(VisionTransformer(
+        img_size=32, patch_size=16, embed_dim=192, depth=6, num_heads=3,
+        mlp_ratio=4.0, num_classes=0, global_pool='token'))
+    decoder = _randomised(torch.nn.ModuleDict(dict(
+        decoder_embed=torch.nn.Linear(192, 32),
+        decoder_blocks=torch.nn.ModuleList([Block(32, 4, qkv_bias=True)]),
+        decoder_norm=torch.nn.LayerNorm(32),
+        decoder_pred=torch.nn.Linear(32, 16 * 16 * 3))))
+    model = dict(encoder.state_dict(), **decoder.state_dict(),
+                 mask_token=torch.randn(1, 1, 32),
+                 decoder_pos_embed=torch.randn(1, 5, 32))
+    path = folder / 'mae_pretrain_vit_small.pth'
+    torch.save(dict(model=model), path)
+    return path, encoder.eval(), model
+
+
+def _encoder_meta_is_mae(meta, path):
+    assert meta['variant'] == 'mae'
+    assert meta['arch'] == ENCODER
+    assert (meta['patch_size'], meta['img_size']) == (16, 32)
+    assert meta['source'] == str(path)
+
+
+def test_mmpretrain_mae_converts_to_its_encoder(tmp_path):
+    src = mmpretrain_mae_file(tmp_path)
+    state = load_checkpoint_file(src)['state_dict']
+    dst = tmp_path / 'encoder.pth'
+    assert main('mmpretrain', [str(src), str(dst)]) == 0
+    ckpt = load_checkpoint_file(dst)
+    _encoder_meta_is_mae(ckpt['meta'], src)
+    assert (ckpt['meta']['mask_ratio'], ckpt['meta']['iter']) == (0.75, 7)
+    assert set(ckpt['meta']['left_over']) == {'neck'}
+    encoder = {k: v for k, v in state.items() if k.startswith('backbone.')}
+    assert len(ckpt['state_dict']) == len(encoder) == 78
+    for key, tensor in ckpt['state_dict'].items():
+        assert torch.equal(tensor, encoder['backbone.' + key]), key
+
+
+def test_mae_release_converts_to_the_same_encoder(tmp_path):
+    from mmpretrain.models import VisionTransformer
+    src, timm_vit, model = mae_release_file(tmp_path)
+    dst = tmp_path / 'encoder.pth'
+    report = convert_file(src, dst, 'mmpretrain')
+    assert 'blocks.{i}.attn.qkv.weight -> layers.{i}.attn.qkv.weight' \
+        in report
+    ckpt = load_checkpoint_file(dst)
+    meta = ckpt['meta']
+    _encoder_meta_is_mae(meta, src)
+    assert meta['left_over'] == {'decoder_embed': 2, 'decoder_blocks': 12,
+                                 'decoder_norm': 2, 'decoder_pred': 2,
+                                 'mask_token': 1, 'decoder_pos_embed': 1}
+    # each encoder tensor of the release, once and unchanged
+    source = {k: v for k, v in model.items()
+              if not k.startswith(('decoder', 'mask_token'))}
+    converted = ckpt['state_dict']
+    assert len(converted) == len(source) == 78
+    for key, tensor in source.items():
+        same = [k for k, v in converted.items()
+                if v.shape == tensor.shape and torch.equal(v, tensor)]
+        assert len(same) == 1, key
+    # and mmpretrain's ViT on it computes timm's (MAE's) features
+    vit = VisionTransformer(arch=meta['arch'], img_size=32, patch_size=16)
+    vit.load_state_dict(converted, strict=True)
+    vit.eval()
+    x = cifar_images(4)
+    with torch.no_grad():
+        torch.testing.assert_close(vit(x)[0],
+                                   timm_vit.forward_features(x)[:, 0],
+                                   rtol=1e-5, atol=1e-5)

@@ -1,10 +1,12 @@
-"""COCO Mask R-CNN benchmark config: it builds through mmdet's inheritance
-chain; the simple feature pyramid gives strides 4-64 at 256 channels; a
-shrunken copy trains from a converted MRCL checkpoint (a patch-16 encoder
-pretrained here for 2 iterations on the real Tiny-ImageNet sample) and
-evaluates box and mask AP on 40 of the real validation images of the COCO
-sample; a
-checkpoint that does not fit fails at start."""
+"""COCO Mask R-CNN benchmark config (ViTDet's recipe): it builds through
+mmdet's inheritance chain with ViTDet's windowed backbone; the simple
+feature pyramid gives strides 4-64 at 256 channels; the layer-decay ids
+cover the relative-position tables; a shrunken copy, still windowed (with
+padding) and with relative positions, trains from a converted MRCL
+checkpoint (a patch-16 encoder pretrained here for 2 iterations on the real
+Tiny-ImageNet sample) and evaluates box and mask AP on 40 of the real
+validation images of the COCO sample; a checkpoint that does not fit fails
+at start."""
 import json
 
 import pytest
@@ -14,7 +16,7 @@ from mmengine.registry import init_default_scope
 from mmengine.runner import Runner
 
 import mrcl_plugin  # noqa: F401
-from transfer_testing import (DET_CONFIG, convert, cpu_runner,
+from transfer_testing import (DET_CONFIG, FINAL_NORM, convert, cpu_runner,
                               init_from_checkpoint, train_from_checkpoint,
                               vit_arch)
 
@@ -28,8 +30,18 @@ def test_config_builds_unmodified():
     init_default_scope('mmdet')
     model = MODELS.build(cfg.model)
     assert type(model).__name__ == 'MaskRCNN'
-    assert type(model.backbone).__name__ == 'VisionTransformer'
-    assert model.backbone.patch_resolution == (64, 64)  # 1024 px / 16
+    backbone = model.backbone
+    assert type(backbone).__name__ == 'ViTDetViT'
+    # ViTDet: pos_embed kept at the 224 px grid, no class token; windows
+    # of 14 in all blocks but 2, 5, 8, 11; tables for 14 / 64 tokens
+    assert backbone.patch_resolution == (14, 14)
+    assert backbone.pos_embed.shape == (1, 14 * 14, 768)
+    assert backbone.cls_token is None
+    global_blocks = [2, 5, 8, 11]
+    for i, layer in enumerate(backbone.layers):
+        window = 0 if i in global_blocks else 14
+        assert layer.attn.window_size == window, i
+        assert layer.attn.rel_pos_h.shape == (2 * (window or 64) - 1, 64)
     assert type(model.neck).__name__ == 'SimpleFeaturePyramid'
     assert type(model.roi_head.bbox_head).__name__ == 'Shared4Conv1FCBBoxHead'
     # the LSJ recipe of mmdet: 1024 crops, 25 epochs x RepeatDataset 4
@@ -38,6 +50,27 @@ def test_config_builds_unmodified():
     assert cfg.optim_wrapper.paramwise_cfg.layer_decay_rate == 0.7
     assert cfg.model.backbone.drop_path_rate == 0.1
 
+
+def test_layer_decay_covers_the_relative_position_tables():
+    from mmdet.registry import MODELS
+    from mmengine.optim import build_optim_wrapper
+    cfg = Config.fromfile(str(DET_CONFIG))
+    init_default_scope('mmdet')
+    cfg.model.backbone.arch = dict(embed_dims=64, num_layers=12, num_heads=4,
+                                   feedforward_channels=128)
+    cfg.model.backbone.img_size = 224
+    model = MODELS.build(cfg.model)
+    cfg.optim_wrapper.type = 'OptimWrapper'
+    groups = build_optim_wrapper(model,
+                                 cfg.optim_wrapper).optimizer.param_groups
+    tables = {g['param_name']: g for g in groups if 'rel_pos' in
+              g['param_name']}
+    assert len(tables) == 24
+    for name, group in tables.items():
+        i = int(name.split('.')[2])
+        assert group['layer_id'] == i + 1, name
+        assert group['lr'] == pytest.approx(1e-4 * 0.7**(12 - i)), name
+        assert group['weight_decay'] == 0.1, name  # as ViTDet
 
 def test_simple_feature_pyramid_strides_and_channels():
     from mmdet.registry import MODELS
@@ -74,8 +107,14 @@ def val_subset(data_root, dst, n=VAL_IMAGES):
 def small_config(cfg, meta, data_root, pretrained, val_ann=None):
     """The real config shrunk: the patch-16 encoder at 256 px, 64-channel
     pyramid and heads, the real COCO sample (val: ``val_ann``)."""
+    # 256 px = 16x16 tokens in windows of 6 (padded to 18: 3x3 windows),
+    # global attention in the last block of each pair
     cfg.model.backbone.update(arch=vit_arch(meta),
                               img_size=256,
+                              pretrain_img_size=meta['img_size'],
+                              window_size=6,
+                              window_block_indexes=list(
+                                  range(0, meta['num_layers'], 2)),
                               out_indices=[meta['num_layers'] - 1],
                               drop_path_rate=0.)
     cfg.model.backbone.init_cfg.checkpoint = str(pretrained)
@@ -124,7 +163,9 @@ def test_small_run_from_mrcl_checkpoint(mrcl_checkpoint_p16, data_root,
     cfg = small_config(Config.fromfile(str(DET_CONFIG)), ckpt['meta'],
                        data_root, path, val_ann)
     runner = Runner.from_cfg(cpu_runner(cfg, tmp_path / 'run', max_iters=2))
-    expected = init_from_checkpoint(runner, ckpt, grid=16)  # 4x4 -> 16x16
+    # pos_embed stays 4x4 (the pretraining's), resized in each forward
+    expected = init_from_checkpoint(runner, ckpt, grid=4,
+                                    ignore=FINAL_NORM + ('cls_token', ))
     train_from_checkpoint(runner, expected)
     metrics = runner.val()
     for key in ('coco/bbox_mAP', 'coco/bbox_mAP_50', 'coco/segm_mAP'):
@@ -137,7 +178,8 @@ def test_raw_mrcl_checkpoint_fails_at_start(mrcl_checkpoint_p16, data_root,
     meta = dict(embed_dims=192,
                 num_layers=6,
                 num_heads=3,
-                feedforward_channels=768)
+                feedforward_channels=768,
+                img_size=64)
     cfg = small_config(Config.fromfile(str(DET_CONFIG)), meta, data_root,
                        mrcl_checkpoint_p16)
     runner = Runner.from_cfg(cpu_runner(cfg, tmp_path, max_iters=1))
@@ -145,7 +187,8 @@ def test_raw_mrcl_checkpoint_fails_at_start(mrcl_checkpoint_p16, data_root,
         runner.train()
     message = str(error.value)
     assert f'{mrcl_checkpoint_p16} does not fit model.backbone' in message
-    assert 'missing keys [cls_token, layers.0.attn.proj.bias' in message
+    assert 'missing keys [layers.0.attn.proj.bias' in message
+    assert 'rel_pos' not in message  # the tables may be missing
     assert 'unexpected keys [backbone.cls_token' in message
     assert runner.train_loop.iter == 0
 

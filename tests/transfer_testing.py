@@ -56,26 +56,34 @@ def cpu_runner(cfg: Config, work_dir: Path, max_iters: int) -> Config:
 def expected_backbone(encoder: dict, backbone, ignore=()) -> dict:
     """The checkpoint's tensors as the backbone should hold them:
     ``pos_embed`` resized to the backbone's patch grid with mmpretrain's
-    ``resize_pos_embed`` (bicubic, class token kept)."""
+    ``resize_pos_embed`` (bicubic, class token kept; its slot dropped for
+    a backbone without one)."""
     state = {k: v for k, v in encoder['state_dict'].items() if k not in ignore}
     src = int(round((state['pos_embed'].shape[1] - 1)**0.5))
-    state['pos_embed'] = resize_pos_embed(state['pos_embed'], (src, src),
+    extra = backbone.num_extra_tokens
+    state['pos_embed'] = resize_pos_embed(state['pos_embed'][:, 1 - extra:],
+                                          (src, src),
                                           backbone.patch_resolution,
                                           mode='bicubic',
-                                          num_extra_tokens=1)
+                                          num_extra_tokens=extra)
     return state
 
 
-def init_from_checkpoint(runner, encoder: dict, grid: int) -> dict:
+def init_from_checkpoint(runner, encoder: dict, grid: int,
+                         ignore=FINAL_NORM) -> dict:
     """Init the runner's model and assert that every backbone tensor is the
-    checkpoint's, ``pos_embed`` resized to ``grid`` x ``grid``; returns the
-    expected tensors."""
+    checkpoint's, ``pos_embed`` resized to ``grid`` x ``grid``, and any
+    relative-position table (ViTDetViT's, in no checkpoint) zero; returns
+    the expected tensors."""
     backbone = runner.model.backbone
     runner.model.init_weights()
     own = backbone.state_dict()
-    expected = expected_backbone(encoder, backbone, ignore=FINAL_NORM)
-    assert sorted(own) == sorted(expected)
-    assert own['pos_embed'].shape == (1, 1 + grid * grid,
+    expected = expected_backbone(encoder, backbone, ignore=ignore)
+    rel_pos = [k for k in own if '.rel_pos_' in k]
+    assert sorted(own) == sorted([*expected, *rel_pos])
+    assert all(not own[k].any() for k in rel_pos)
+    assert own['pos_embed'].shape == (1, backbone.num_extra_tokens +
+                                      grid * grid,
                                       encoder['meta']['embed_dims'])
     for name, tensor in expected.items():
         torch.testing.assert_close(own[name], tensor, msg=name)
@@ -91,6 +99,6 @@ def train_from_checkpoint(runner, expected: dict) -> None:
     assert f'model.backbone: {len(expected)} tensors loaded from' in log
     changed = [
         k for k, v in runner.model.backbone.state_dict().items()
-        if not torch.equal(v, expected[k])
+        if not torch.equal(v, expected.get(k, torch.zeros_like(v)))
     ]
     assert changed, 'training left the backbone unchanged'

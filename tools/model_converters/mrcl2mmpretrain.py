@@ -1,6 +1,6 @@
-"""MRCL pretraining checkpoint -> its encoder with mmpretrain's
-VisionTransformer keys and a meta telling how to build the model
-(docs/converters.md).
+"""MRCL or MAE (mmpretrain's, or the official release) pretraining
+checkpoint -> its encoder with mmpretrain's VisionTransformer keys and a
+meta telling how to build the model (docs/converters.md).
 
     python tools/model_converters/mrcl2mmpretrain.py SRC DST [--no-strict]
 """

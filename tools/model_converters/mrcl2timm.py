@@ -1,5 +1,6 @@
-"""MRCL pretraining checkpoint -> its encoder with timm's VisionTransformer
-keys and a meta telling how to build the model (docs/converters.md).
+"""MRCL or MAE (mmpretrain's, or the official release) pretraining
+checkpoint -> its encoder with timm's VisionTransformer keys and a meta
+telling how to build the model (docs/converters.md).
 
     python tools/model_converters/mrcl2timm.py SRC DST [--no-strict]
 """

@@ -1,3 +1,4 @@
+import re
 from typing import Dict, Sequence
 
 import torch
@@ -20,7 +21,11 @@ class PretrainedCheckHook(Hook):
     ``model.<module>.init_cfg`` (weights-only) and raises, naming the keys,
     when keys are missing or unexpected or shapes differ, or when a tensor
     did not arrive (``pos_embed`` compared after the module's own resize);
-    otherwise it logs how many tensors were loaded. After ``--resume`` or
+    otherwise it logs how many tensors were loaded. ViTDet's relative-position
+    tables (``layers.i.attn.rel_pos_h`` / ``rel_pos_w`` of ``ViTDetViT``),
+    which no MRCL or MAE encoder has, are the one kind of key allowed to be
+    missing: they keep their zero init, as in ViTDet, and are logged by
+    name and count. After ``--resume`` or
     ``load_from`` the weights are the run's, so only the keys are checked.
     Before the weights are initialised (``before_run``) it already stops a
     run whose checkpoint is unset or unreadable, and reads the file
@@ -35,6 +40,8 @@ class PretrainedCheckHook(Hook):
     """
 
     priority = 'VERY_HIGH'
+    # The keys a pretrained ViT encoder lacks by design (ViTDetViT's tables).
+    NEW_KEYS = re.compile(r'layers\.\d+\.attn\.rel_pos_[hw]')
 
     def __init__(self, module: str = 'backbone',
                  ignore_keys: Sequence[str] = ()) -> None:
@@ -67,6 +74,9 @@ class PretrainedCheckHook(Hook):
             for k, v in target.state_dict().items()
             if k not in self.ignore_keys
         }
+        new = [k for k in own if k not in state and self.NEW_KEYS.fullmatch(k)]
+        for k in new:
+            del own[k]
         problems = key_mismatches(own, state)
         if not problems and not runner._has_loaded:
             lost = [k for k in own if not torch.equal(own[k].cpu(), state[k])]
@@ -81,7 +91,9 @@ class PretrainedCheckHook(Hook):
         print_log(
             f'{where}: {len(state)} tensors loaded from {path}' +
             (f' (ignored: {sorted(self.ignore_keys)})'
-             if self.ignore_keys else ''),
+             if self.ignore_keys else '') +
+            (f'; {len(new)} relative-position tables not in it, at their '
+             f"zero init (ViTDet): {', '.join(new)}" if new else ''),
             logger='current')
 
     def pretrained_init(self, runner):

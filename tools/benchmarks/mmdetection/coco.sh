@@ -1,10 +1,13 @@
 #!/usr/bin/env bash
-# COCO Mask R-CNN (ViTDet-style) from an MRCL pretraining checkpoint
-# (docs/transfer.md): convert the encoder, train with mmdet's own tools
-# through mim, test (box and mask AP).
+# COCO Mask R-CNN (ViTDet-style) from an MRCL or MAE pretraining
+# checkpoint (docs/transfer.md): convert the encoder, train with mmdet's
+# own tools through mim, test (box and mask AP).
 #
 #   bash tools/benchmarks/mmdetection/coco.sh PRETRAIN_CKPT GPUS [mim train options]
 #
+# PRETRAIN_CKPT: MRCL's, mmpretrain's MAE, or MAE's official release
+# (mae_pretrain_vit_base.pth); the encoder file records which (meta
+# variant='mae' for MAE).
 # DATA_ROOT (default data/coco) and WORK_DIR (default
 # work_dirs/benchmarks/coco/<checkpoint name>) override the paths.
 set -euo pipefail

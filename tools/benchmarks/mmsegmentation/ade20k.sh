@@ -1,9 +1,13 @@
 #!/usr/bin/env bash
-# ADE20K UperNet from an MRCL pretraining checkpoint (docs/transfer.md):
-# convert the encoder, train with mmseg's own tools through mim, test.
+# ADE20K UperNet from an MRCL or MAE pretraining checkpoint
+# (docs/transfer.md): convert the encoder, train with mmseg's own tools
+# through mim, test.
 #
 #   bash tools/benchmarks/mmsegmentation/ade20k.sh PRETRAIN_CKPT GPUS [mim train options]
 #
+# PRETRAIN_CKPT: MRCL's, mmpretrain's MAE, or MAE's official release
+# (mae_pretrain_vit_base.pth); the encoder file records which (meta
+# variant='mae' for MAE).
 # DATA_ROOT (default data/ade/ADEChallengeData2016) and WORK_DIR (default
 # work_dirs/benchmarks/ade20k/<checkpoint name>) override the paths.
 set -euo pipefail
