@@ -1,5 +1,6 @@
 """Every shipped config builds; the paper's configs hold the paper's recipe;
 the small configs train on the real samples with a falling loss."""
+import sys
 from pathlib import Path
 
 import pytest
@@ -146,7 +147,8 @@ def test_small_configs_weigh_reconstruction_per_variant():
     """The paper's STL-10 weights: 10 for MR-BarlowTwins, 0.01 for MR-BYOL
     and MR-SimCLR, whose losses are ~100x smaller; the study's MR-X runs use
     the same."""
-    from mrcl_plugin.study.presets import VARIANT_ALPHA
+    sys.path.insert(0, str(ROOT / 'tools' / 'study'))
+    from presets import VARIANT_ALPHA
     for variant, alpha in VARIANT_ALPHA.items():
         cfg = Config.fromfile(
             str(ROOT / 'configs/mrcl' /

@@ -1,5 +1,7 @@
 """kNN evaluation: the classifier, the tool's library, and the KNNHook."""
 import json
+import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -157,8 +159,10 @@ def test_briefly_pretrained_encoder_beats_its_random_init(mrcl_data_env,
     budget, so they would make this test a coin toss."""
     from dataclasses import replace
 
-    from mrcl_plugin.study import PRESETS, Run
-    from mrcl_plugin.study.runner import train_and_evaluate
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / 'tools' /
+                           'study'))
+    from presets import PRESETS, Run
+    from runner import train_and_evaluate
     preset = replace(
         PRESETS['cifar10-cpu'], name='knn-test', iters=KNN_TEST_ITERS,
         warmup_iters=KNN_TEST_ITERS // 10, knn_per_class=200,

@@ -26,12 +26,18 @@ from mmengine.runner import Runner
 from mmengine.visualization import LocalVisBackend
 from PIL import Image
 
-from mrcl_plugin.analysis import (collect_runs, find_work_dirs, plot_curves,
-                                  read_scalars, render_tables)
-from mrcl_plugin.analysis.results import TABLE1, _name_method
 from mrcl_plugin.converters import to_mmpretrain
 
 ROOT = Path(__file__).resolve().parents[1]
+TOOLS = ROOT / 'tools' / 'analysis_tools'
+sys.path.insert(0, str(TOOLS))
+from plot_curves import plot_curves  # noqa: E402
+from results import (_name_method, collect_runs, find_work_dirs,  # noqa: E402
+                     paper_rows, render_tables)
+from work_dir import read_scalars  # noqa: E402
+
+BENCHMARKS = ROOT / 'configs' / 'benchmarks'
+ENCODER_600E = 'work_dirs/benchmarks/{}/epoch_600/encoder_mmpretrain.pth'
 SMALL_CIFAR = ROOT / ('configs/mrcl/'
                       'mrcl-barlowtwins_vit-tiny-p4_1xb64-coslr-300it_cifar10.py')
 LINEAR_BASE = ('mmpretrain::mocov3/benchmarks/'
@@ -153,17 +159,25 @@ def work_dirs(tmp_path_factory, data_root):
     torch.save(to_mmpretrain(str(pretrain_ckpt)), backbone)
     # Named without a variant: the tool finds it in the checkpoint's meta.
     test_metrics = _linear_probe(root / 'linear_probe', backbone, data_root)
+    # The transfer runs of a 600-epoch ViT-B/16 encoder (the paper's
+    # setting), as tools/benchmarks/*.sh name its file.
     _write_benchmark_log(
         root / 'mrcl-simclr_upernet_ade20k',
-        'mmseg::mae/mae-base_upernet_8xb2-amp-160k_ade20k-512x512.py',
+        str(BENCHMARKS / 'mmsegmentation' /
+            'mrcl_vit-base-p16_upernet_8xb2-amp-160k_ade20k-512x512.py'),
         dict(loss=2.31, decode_loss_ce=1.6, iter=1),
-        {'aAcc': 71.2, 'mIoU': 41.27, 'mAcc': 52.0}, step=16)
+        {'aAcc': 71.2, 'mIoU': 41.27, 'mAcc': 52.0}, step=16, **{
+            'model.backbone.init_cfg.checkpoint':
+            ENCODER_600E.format('ade20k')})
     _write_benchmark_log(
         root / 'mrcl-barlowtwins_mask-rcnn_coco',
-        'mmdet::mask_rcnn/mask-rcnn_r50_fpn_8xb8-amp-lsj-200e_coco.py',
+        str(BENCHMARKS / 'mmdetection' / 'mrcl_vit-base-p16_simple-fpn_'
+            'mask-rcnn_8xb8-amp-lsj-100e_coco.py'),
         dict(loss=3.2, loss_cls=1.1, iter=1),
         {'coco/bbox_mAP': 0.123, 'coco/bbox_mAP_50': 0.25,
-         'coco/segm_mAP': 0.101, 'coco/segm_mAP_50': 0.2}, step=8)
+         'coco/segm_mAP': 0.101, 'coco/segm_mAP_50': 0.2}, step=8, **{
+             'model.backbone.init_cfg.checkpoint':
+             ENCODER_600E.format('coco')})
     return dict(root=root, top1=test_metrics['accuracy/top1'])
 
 
@@ -179,28 +193,45 @@ def _section(text: str, title: str) -> str:
     return text.split(f'## {title}')[1].split('\n## ')[0]
 
 
+MR_BARTWINS, MR_SIMCLR = 'MR BarTwins (α=7, λ=2)', 'MR SimCLR (α=8, λ=5)'
+
+
 def test_tables_put_each_run_in_its_cell(work_dirs):
     text = render_tables(collect_runs([str(work_dirs['root'])]))
-    t1 = _section(text, 'Table 1')
-    row = _row(t1, 'MR BarTwins (α=7, λ=2)')
-    # paper top-1, our linear top-1 (the test run's), our last kNN top-1
-    assert row[5:] == ['80.4', f"{work_dirs['top1']:.1f}", '23.2']
-    assert _row(t1, 'MR SimCLR (α=8, λ=5)')[5:] == ['80.0', 'missing',
-                                                  'missing']
-    assert _row(t1, 'BarTwins (w/ ViT)')[5:] == ['74.1', 'missing',
-                                               'missing']
-    assert _row(t1, 'DINO [7]')[5:] == ['80.1', '', '']
-
     t2a = _section(text, 'Table 2a')
-    assert _row(t2a, 'MR SimCLR')[1:] == ['600', '51.3', '41.3']
-    assert _row(t2a, 'MR BarTwins')[1:] == ['600', '51.5', 'missing']
+    assert _row(t2a, MR_SIMCLR)[1:] == ['600', '51.3', '41.3']
+    assert _row(t2a, MR_BARTWINS)[1:] == ['600', '51.5', 'missing']
+    assert _row(t2a, 'DINO [7]')[1:] == ['400', '47.2', '']
     t2b = _section(text, 'Table 2b')
     # mmdet logs fractions: the table shows percent, as the paper does
-    assert _row(t2b, 'MR BarTwins')[1:] == ['600', '53.3', '12.3', '46.6',
-                                           '10.1']
-    assert _row(t2b, 'MR SimCLR')[1:] == ['600', '53.7', 'missing', '46.9',
-                                         'missing']
-    assert 'not placed' not in text
+    assert _row(t2b, MR_BARTWINS)[1:] == ['600', '53.3', '12.3', '46.6',
+                                         '10.1']
+    assert _row(t2b, MR_SIMCLR)[1:] == ['600', '53.7', 'missing', '46.9',
+                                       'missing']
+
+
+def test_demo_like_runs_are_in_no_table1_row(work_dirs):
+    # The pretraining is the README demo's setting (the small CIFAR-10
+    # ViT config), and so is the linear probe of its encoder: neither is
+    # the paper's ImageNet-1k ViT-B/16, so neither fills a Table 1 row.
+    text = render_tables(collect_runs([str(work_dirs['root'])]))
+    t1 = _section(text, 'Table 1')
+    assert _row(t1, MR_BARTWINS)[5:] == ['80.4', 'missing', 'missing']
+    assert _row(t1, 'DINO [7]')[1:] == ['ViT-B/16', '88', '300', 'RGB',
+                                        '80.1', '', '']
+    others = _section(text, 'Runs of other settings')
+    pre = _row(others, f"`{work_dirs['root'] / 'mrcl-barlowtwins_pretrain'}`")
+    assert pre[1:4] == ['pretrain', 'MR BarTwins', 'ViT-T/4, 6 layers']
+    assert pre[4].endswith('cls/cifar10') and pre[5] == '6 iterations'
+    assert pre[6] == 'knn/top1 23.2'
+    assert pre[7] == (f'arch ViT-T/4, 6 layers, not ViT-B/16; data '
+                      f'{pre[4]}, not ImageNet-1k; pretraining epochs '
+                      'unknown, not 600')
+    linear = _row(others, f"`{work_dirs['root'] / 'linear_probe'}`")
+    assert linear[1:3] == ['linear', 'MR BarTwins']
+    assert linear[6] == f"accuracy/top1 {work_dirs['top1']:.1f}"
+    placed = ('mrcl-simclr_upernet_ade20k', 'mrcl-barlowtwins_mask-rcnn_coco')
+    assert not any(name in others for name in placed)
 
 
 def test_linear_probe_log_holds_val_and_test_records(work_dirs):
@@ -218,20 +249,37 @@ def test_unplaceable_work_dir_is_listed_with_the_reason(work_dirs, tmp_path):
         'mmseg::mae/mae-base_upernet_8xb2-amp-160k_ade20k-512x512.py',
         dict(loss=2.0, iter=1), {'mIoU': 30.0}, step=4)
     text = render_tables(collect_runs([str(anonymous)]))
-    line = next(l for l in text.splitlines() if 'run42`' in l)
-    assert line.startswith(f'- `{anonymous}`: ade20k')
-    assert 'not placed: no MRCL variant' in line
-    assert _row(_section(text, 'Table 2a'), 'MR SimCLR')[3] == 'missing'
+    row = _row(_section(text, 'Runs of other settings'), f'`{anonymous}`')
+    assert row[1:4] == ['ade20k', '?', 'ViT-B/16']
+    assert row[7].startswith('no method found in its config')
+    assert _row(_section(text, 'Table 2a'), MR_SIMCLR)[3] == 'missing'
 
 
-def test_paper_rows_agree_with_the_metafile():
-    meta = yaml.safe_load((ROOT / 'configs/mrcl/metafile.yml').read_text())
-    paper = {key: top1 for *_, top1, key in TABLE1 if key}
-    for model in meta['Models']:
-        for result in model.get('Results') or []:
-            variant = model['Name'].split('_')[0].split('-')[1]
-            top1 = result['Metrics']['Top 1 Accuracy']
-            assert paper[(variant, True)] == top1
+def test_paper_rows_are_the_metafiles():
+    """Every row the tool prints comes from a metafile that mim's own
+    loader reads; this package's models are the rows our runs fill."""
+    from modelindex.load_model_index import load
+    index = load(str(ROOT / 'model-index.yml'))
+    ours = {m.name: m for m in index.models}
+    for model in ours.values():
+        assert (ROOT / model.config).is_file(), model.config
+    load(str(ROOT / 'configs/references/metafile.yml'))  # valid as well
+    # Table 1's other works, Table 2's others not in Table 1, ours
+    assert len(paper_rows()) == 14 + 5 + 4
+    rows = {row.label: row for row in paper_rows()}
+    top1 = ('Image Classification', 'ImageNet-1k', 'Top 1 Accuracy')
+    assert rows[MR_BARTWINS].method == ('barlowtwins', True)
+    assert rows[MR_BARTWINS].results[top1] == 80.4
+    assert rows[MR_BARTWINS].results[('Object Detection', 'COCO',
+                                      'box AP')] == 53.3
+    assert rows['SimCLR (w/ ViT)'].method == ('simclr', False)
+    assert (rows['SimCLR (w/ ViT)'].arch, rows['SimCLR (w/ ViT)'].epochs,
+            rows['SimCLR (w/ ViT)'].data) == ('ViT-B/16', 600, 'ImageNet-1k')
+    assert rows['MAE [20]'].method is None  # another work's: none of ours
+    labels = {m.name: getattr(m, 'data', {}).get('Label') for m in
+              ours.values()}
+    assert labels['mrcl-simclr_vit-base-p16_8xb64-coslr-600e_in1k'] == \
+        MR_SIMCLR
 
 
 def test_tool_renders_a_root_folder(work_dirs, monkeypatch, capsys):
@@ -240,16 +288,14 @@ def test_tool_renders_a_root_folder(work_dirs, monkeypatch, capsys):
     out = work_dirs['root'] / 'tables.md'
     monkeypatch.setattr(sys, 'argv', [
         'results.py', str(work_dirs['root']), '--out', str(out)])
-    runpy.run_path(str(ROOT / 'tools/analysis/results.py'),
-                   run_name='__main__')
+    runpy.run_path(str(TOOLS / 'results.py'), run_name='__main__')
     printed = capsys.readouterr().out
     assert printed == out.read_text()
-    assert '| MR SimCLR | 600 | 51.3 | 41.3 |' in printed
+    assert f'| {MR_SIMCLR} | 600 | 51.3 | 41.3 |' in printed
     monkeypatch.setattr(sys, 'argv', ['results.py', str(ROOT / 'no_dir')])
     with pytest.raises(SystemExit,
                        match=f"error: {ROOT / 'no_dir'}: no such work_dir"):
-        runpy.run_path(str(ROOT / 'tools/analysis/results.py'),
-                       run_name='__main__')
+        runpy.run_path(str(TOOLS / 'results.py'), run_name='__main__')
 
 
 def test_bad_paths_are_named(tmp_path):
@@ -291,8 +337,7 @@ def test_plot_command_line(work_dirs, tmp_path, monkeypatch, capsys):
     monkeypatch.setattr(sys, 'argv', [
         'plot_curves.py', str(work_dirs['root'] / 'mrcl-barlowtwins_pretrain'),
         '--out', str(out)])
-    runpy.run_path(str(ROOT / 'tools/analysis/plot_curves.py'),
-                   run_name='__main__')
+    runpy.run_path(str(TOOLS / 'plot_curves.py'), run_name='__main__')
     _check_png(out)
     printed = capsys.readouterr().out
     assert 'knn/top1: 2 points, iterations 3-6, last 23.25' in printed
@@ -321,43 +366,82 @@ def test_plot_without_knn_says_so_and_without_losses_fails(work_dirs,
                     tmp_path / 'x.png')
 
 
+def _pretraining_log(work_dir: Path, cfg: Config, knn: float) -> None:
+    backend = LocalVisBackend(save_dir=str(
+        work_dir / '20261124_120000' / 'vis_data'))
+    backend.add_config(cfg)
+    backend.add_scalars({'loss_contrastive': 5.0, 'iter': 1}, step=1)
+    backend.add_scalars({'knn/top1': knn}, step=1)
+
+
 def test_baseline_and_mr_are_told_apart(tmp_path):
     # From the pretraining config: the baseline has no mask and no decoder.
-    for name, config in (('run_a', 'baselines/barlowtwins_vit-base-p16_'
-                          '8xb64-coslr-600e_in1k.py'),
-                         ('run_b', 'mrcl/mrcl-simclr_vit-base-p16_'
-                          '8xb64-coslr-600e_in1k.py')):
-        vis = tmp_path / name / '20261124_120000' / 'vis_data'
-        backend = LocalVisBackend(save_dir=str(vis))
-        backend.add_config(Config.fromfile(str(ROOT / 'configs' / config)))
-        backend.add_scalars({'loss_contrastive': 5.0, 'iter': 1}, step=1)
-        backend.add_scalars({'knn/top1': 12.0}, step=1)
+    # The learner is read from either form a saved config has: the class
+    # (type='MRSimCLR') or, saved before the split, type='MRCL', variant=.
+    baseline = Config.fromfile(str(
+        ROOT / 'configs/baselines/barlowtwins_vit-base-p16_8xb64-coslr-'
+        '600e_in1k.py'))
+    mr = Config.fromfile(str(
+        ROOT / 'configs/mrcl/mrcl-simclr_vit-base-p16_8xb64-coslr-600e_'
+        'in1k.py'))
+    baseline.model.update(type='MRCL', variant='barlowtwins')
+    mr.model.type = 'MRSimCLR'
+    mr.model.pop('variant', None)
+    _pretraining_log(tmp_path / 'run_a', baseline, 12.0)
+    _pretraining_log(tmp_path / 'run_b', mr, 14.0)
     runs = collect_runs([str(tmp_path)])
-    assert [(r.variant, r.masked) for r in runs] == [('barlowtwins', False),
-                                                    ('simclr', True)]
+    assert [r.method for r in runs] == [('barlowtwins', False),
+                                        ('simclr', True)]
+    assert 'MRSimCLR' in (tmp_path / 'run_b').joinpath(
+        '20261124_120000/vis_data/config.py').read_text()
     t1 = _section(render_tables(runs), 'Table 1')
     assert _row(t1, 'BarTwins (w/ ViT)')[6:] == ['missing', '12.0']
-    assert _row(t1, 'MR SimCLR (α=8, λ=5)')[6:] == ['missing', '12.0']
-    assert _row(t1, 'MR BarTwins (α=7, λ=2)')[6:] == ['missing', 'missing']
+    assert _row(t1, MR_SIMCLR)[6:] == ['missing', '14.0']
+    assert _row(t1, MR_BARTWINS)[6:] == ['missing', 'missing']
     # From names, when the config does not say.
     assert [_name_method(n) for n in (
         'mrcl-simclr_vit-base_linear', 'mr_byol-upernet', 'simclr_vit-b',
-        'work_dirs/barlowtwins_vit/iter_10.pth', 'mae_vit-b')] == [
+        'work_dirs/barlowtwins_vit/iter_10.pth', 'mr-moco-v3_vit',
+        'mae_vit-b')] == [
             ('simclr', True), ('byol', True), ('simclr', False),
-            ('barlowtwins', False), (None, None)]
+            ('barlowtwins', False), ('mocov3', True), None]
+
+
+def _ade20k_of_encoder(work_dir: Path, encoder: dict, **options) -> None:
+    """An ADE20K run as tools/benchmarks/*.sh leave it: the work_dir named
+    after the pretraining checkpoint, the converted encoder in it, its path
+    relative to the cwd."""
+    _write_benchmark_log(
+        work_dir,
+        str(BENCHMARKS / 'mmsegmentation' /
+            'mrcl_vit-base-p16_upernet_8xb2-amp-160k_ade20k-512x512.py'),
+        dict(loss=2.0, iter=1), {'mIoU': 30.0}, step=4, **{
+            'model.backbone.init_cfg.checkpoint':
+            f'work_dirs/benchmarks/ade20k/{work_dir.name}/'
+            'encoder_mmpretrain.pth', **options})
+    torch.save(encoder, work_dir / 'encoder_mmpretrain.pth')
 
 
 def test_encoder_in_the_work_dir_names_the_method(work_dirs, tmp_path):
-    # As tools/benchmarks/*.sh run it: work_dir named after the pretraining
-    # checkpoint, the converted encoder in it, its path relative to the cwd.
-    work_dir = tmp_path / 'epoch_600'
-    _write_benchmark_log(
-        work_dir,
-        'mmseg::mae/mae-base_upernet_8xb2-amp-160k_ade20k-512x512.py',
-        dict(loss=2.0, iter=1), {'mIoU': 30.0}, step=4, **{
-            'model.backbone.init_cfg.checkpoint':
-            'work_dirs/benchmarks/ade20k/epoch_600/encoder_mmpretrain.pth'})
-    shutil.copy(work_dirs['root'] / 'backbone.pth',
-                work_dir / 'encoder_mmpretrain.pth')
-    text = render_tables(collect_runs([str(work_dir)]))
-    assert _row(_section(text, 'Table 2a'), 'MR BarTwins')[3] == '30.0'
+    encoder = torch.load(work_dirs['root'] / 'backbone.pth')
+    _ade20k_of_encoder(tmp_path / 'epoch_600', encoder)
+    text = render_tables(collect_runs([str(tmp_path / 'epoch_600')]))
+    assert _row(_section(text, 'Table 2a'), MR_BARTWINS)[3] == '30.0'
+
+
+def test_mae_encoder_gets_its_own_row_in_its_setting(work_dirs, tmp_path):
+    # An MAE encoder (its converter writes meta['variant'] = 'mae'): beside
+    # the paper's MAE row in the paper's setting, else with the others.
+    encoder = torch.load(work_dirs['root'] / 'backbone.pth')
+    encoder['meta'] = dict(encoder['meta'], variant='mae')
+    _ade20k_of_encoder(tmp_path / 'a' / 'epoch_1600', encoder)
+    _ade20k_of_encoder(tmp_path / 'b' / 'epoch_600', encoder,
+                       **{'model.backbone.arch': 'deit-small'})
+    text = render_tables(collect_runs([str(tmp_path)]))
+    lines = _section(text, 'Table 2a').splitlines()
+    at = next(i for i, line in enumerate(lines) if '| MAE [20] |' in line)
+    assert lines[at + 1] == '| MAE, this recipe | 1600 |  | 30.0 |'
+    other = _row(_section(text, 'Runs of other settings'),
+                 f"`{tmp_path / 'b' / 'epoch_600'}`")
+    assert other[1:4] == ['ade20k', 'MAE, this recipe', 'ViT-S/16']
+    assert other[7] == 'arch ViT-S/16, not ViT-B/16'

@@ -7,11 +7,12 @@ import sys
 import mmcv
 import pytest
 
-from mrcl_plugin.study import PRESETS, StudyCSVError, read_rows, run_study
-from mrcl_plugin.study import write_report
-from mrcl_plugin.study.runner import run_config
-
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, os.path.join(ROOT, 'tools', 'study'))
+from presets import PRESETS  # noqa: E402
+from report import write_report  # noqa: E402
+from runner import (COLUMNS, StudyCSVError, read_rows, run_config,  # noqa
+                    run_study)
 
 
 def test_grid_compares_at_the_same_budget():
@@ -102,7 +103,6 @@ def test_foreign_csv_is_refused_and_left_alone(tmp_path, content, message):
 
 
 def test_truncated_row_names_the_line(tmp_path):
-    from mrcl_plugin.study.runner import COLUMNS
     csv = tmp_path / 'cut.csv'
     csv.write_text(','.join(COLUMNS) + '\nmicro,barlowtwins_baseline_s0,bar')
     with pytest.raises(StudyCSVError, match='cut.csv, line 2: 3 fields'):

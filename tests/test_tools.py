@@ -28,7 +28,7 @@ def run(*args):
 
 
 def test_knn_eval(checkpoint):
-    out = run('tools/analysis/knn_eval.py', CONFIG, checkpoint,
+    out = run('tools/analysis_tools/knn_eval.py', CONFIG, checkpoint,
               '--per-class', 10, '--test-per-class', 5, '-k', 5)
     assert '100 bank images, 50 queries, k=5' in out
     accs = re.findall(
@@ -45,7 +45,7 @@ def test_knn_eval_refuses_a_file_that_is_no_checkpoint(tmp_path):
     bad = tmp_path / 'bad.pth'
     bad.write_bytes(b'not a checkpoint')
     out = subprocess.run(
-        [sys.executable, 'tools/analysis/knn_eval.py', str(CONFIG), str(bad)],
+        [sys.executable, 'tools/analysis_tools/knn_eval.py', str(CONFIG), str(bad)],
         cwd=ROOT, capture_output=True, text=True, timeout=300, env=ENV)
     assert out.returncode != 0
     assert out.stderr.strip().splitlines()[-1].startswith(f'error: {bad}: ')
@@ -53,7 +53,7 @@ def test_knn_eval_refuses_a_file_that_is_no_checkpoint(tmp_path):
 
 def test_reconstruction_image(checkpoint, tmp_path):
     out_png = tmp_path / 'rec.png'
-    out = run('tools/analysis/visualize_reconstruction.py', CONFIG,
+    out = run('tools/analysis_tools/visualize_reconstruction.py', CONFIG,
               checkpoint, '--out', out_png, '--mask-ratio', 0.5,
               '--num-images', 4, '--scale', 1)
     assert 'mask ratio 0.5' in out
@@ -71,7 +71,7 @@ def test_reconstruction_image(checkpoint, tmp_path):
 
 def test_reconstruction_refuses_a_bad_output_path(checkpoint):
     out = subprocess.run(
-        [sys.executable, 'tools/analysis/visualize_reconstruction.py',
+        [sys.executable, 'tools/analysis_tools/visualize_reconstruction.py',
          str(CONFIG), str(checkpoint), '--out', 'rec.jpg'],
         cwd=ROOT, capture_output=True, text=True, timeout=300, env=ENV)
     assert out.returncode != 0 and '--out must be a .png' in out.stderr

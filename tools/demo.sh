@@ -35,15 +35,15 @@ $PY tools/train.py "$CONFIG" --work-dir "$WORK_DIR" "${AMP[@]}" \
 CKPT="$WORK_DIR/iter_$ITERS.pth"
 
 echo "[demo] 2/4 kNN evaluation of the encoder on the full test sample (+$((SECONDS - t0))s)"
-$PY tools/analysis/knn_eval.py "$CONFIG" "$CKPT" --per-class "$BANK_PER_CLASS" \
+$PY tools/analysis_tools/knn_eval.py "$CONFIG" "$CKPT" --per-class "$BANK_PER_CLASS" \
     | tee "$WORK_DIR/knn.txt"
 
 echo "[demo] 3/4 loss and kNN curves (+$((SECONDS - t0))s)"
 CURVES="$WORK_DIR/curves.png"
-$PY tools/analysis/plot_curves.py "$WORK_DIR" --out "$CURVES"
+$PY tools/analysis_tools/plot_curves.py "$WORK_DIR" --out "$CURVES"
 
 echo "[demo] 4/4 reconstruction image (+$((SECONDS - t0))s)"
-$PY tools/analysis/visualize_reconstruction.py "$CONFIG" "$CKPT" \
+$PY tools/analysis_tools/visualize_reconstruction.py "$CONFIG" "$CKPT" \
     --out "$WORK_DIR/reconstruction.png"
 
 echo "[demo] done in $((SECONDS - t0))s"

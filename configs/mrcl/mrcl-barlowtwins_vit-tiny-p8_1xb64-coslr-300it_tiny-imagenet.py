@@ -14,7 +14,7 @@ model = dict(
 
 # kNN top-1 of the encoder every 100 iterations (logged as knn/top1) on a
 # class-balanced subset, so that the curve costs seconds per point; the
-# whole splits are for tools/analysis/knn_eval.py.
+# whole splits are for tools/analysis_tools/knn_eval.py.
 # A config list replaces its base's: the runtime's two hooks are repeated.
 custom_hooks = [
     dict(type='RNGStateHook'),

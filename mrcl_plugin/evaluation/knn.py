@@ -4,7 +4,7 @@ The class tokens of the full (unmasked) images of a classification split are
 the features; each query's k most cosine-similar bank features vote for
 their labels with weight ``exp(s / T)``. Neither mmpretrain 1.2 nor mmengine
 ships this; :class:`~mrcl_plugin.engine.hooks.KNNHook` and
-``tools/analysis/knn_eval.py`` are built on these functions.
+``tools/analysis_tools/knn_eval.py`` are built on these functions.
 """
 import logging
 import math

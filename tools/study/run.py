@@ -9,7 +9,9 @@ import argparse
 import os.path as osp
 import sys
 
-from mrcl_plugin.study import PRESETS, StudyCSVError, run_study
+sys.path.insert(0, osp.dirname(osp.abspath(__file__)))  # its siblings
+from presets import PRESETS  # noqa: E402
+from runner import StudyCSVError, run_study  # noqa: E402
 
 
 def main():

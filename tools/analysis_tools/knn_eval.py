@@ -1,6 +1,6 @@
 """Weighted kNN top-1 of an encoder's features, against its random init.
 
-    python tools/analysis/knn_eval.py CONFIG CHECKPOINT [--per-class N]
+    python tools/analysis_tools/knn_eval.py CONFIG CHECKPOINT [--per-class N]
 
 DINO's protocol (k=20, cosine similarity, votes exp(s / 0.07)) on the class
 tokens of the full images of the classification splits next to the

@@ -1,9 +1,18 @@
-"""Pretraining curves of a work_dir: MRCL's three losses and the kNN top-1
-(``knn/top1``, logged by the kNN hook) over iterations."""
+"""Plot an MRCL pretraining run's losses and kNN top-1 over iterations.
+
+    python tools/analysis_tools/plot_curves.py WORK_DIR --out curves.png
+
+MRCL's three losses and the kNN top-1 (``knn/top1``, logged by the kNN
+hook) of a work_dir, over iterations.
+"""
+import argparse
+import os.path as osp
+import sys
 from pathlib import Path
 from typing import Dict, List, Tuple
 
-from .work_dir import read_scalars
+sys.path.insert(0, osp.dirname(osp.abspath(__file__)))  # its siblings
+from work_dir import read_scalars  # noqa: E402
 
 LOSSES = ('loss_contrastive', 'loss_rec_masked', 'loss_rec_unmasked')
 KNN = 'knn/top1'
@@ -69,3 +78,22 @@ def plot_curves(work_dir: Path, out: Path) -> Dict[str, Series]:
     fig.savefig(out, dpi=100)
     plt.close(fig)
     return {k: curves[k] for k in losses + [KNN] if k in curves}
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
+    parser.add_argument('work_dir')
+    parser.add_argument('--out', default='curves.png')
+    args = parser.parse_args()
+    try:
+        curves = plot_curves(args.work_dir, args.out)
+    except (FileNotFoundError, ValueError) as e:
+        sys.exit(f'error: {e}')
+    for key, (iters, values) in curves.items():
+        print(f'{key}: {len(iters)} points, iterations {iters[0]}-'
+              f'{iters[-1]}, last {values[-1]:.4g}')
+    print(f'curves written to {args.out}')
+
+
+if __name__ == '__main__':
+    main()

@@ -9,16 +9,19 @@ import os.path as osp
 from dataclasses import asdict, dataclass, replace
 from typing import Dict, List
 
-# the package's configs (a link to the repo's configs/ in a checkout)
+from mrcl_plugin.checkpoint import MRCL_CLASSES
+
+# configs/ beside tools/: the checkout's, or the installed package's .mim
 CONFIG = osp.join(
-    osp.dirname(osp.dirname(osp.abspath(__file__))), '.mim', 'configs',
+    osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__)))), 'configs',
     'mrcl', 'mrcl-{variant}_vit-tiny-p4_1xb64-coslr-300it_cifar10.py')
-VARIANTS = ('barlowtwins', 'byol', 'simclr')
 # Each variant's MR-X at the paper's STL-10 weights alpha = lambda: 10 for
 # MR-BarlowTwins (best in Fig. 4), 0.01 for MR-BYOL (best in Fig. 4) and for
 # MR-SimCLR (Fig. 5's fixed alpha). The losses differ in scale: Barlow Twins'
-# is ~250 at the start here, BYOL's and SimCLR's under 5.
+# is ~250 at the start here, BYOL's and SimCLR's under 5. MoCo v3 has no
+# small config: the study's variants are these three.
 VARIANT_ALPHA = dict(barlowtwins=10., byol=0.01, simclr=0.01)
+VARIANTS = tuple(v for v in MRCL_CLASSES if v in VARIANT_ALPHA)
 
 
 @dataclass(frozen=True)

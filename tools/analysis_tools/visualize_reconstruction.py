@@ -1,6 +1,6 @@
 """Save what a pretrained MRCL model reconstructs from masked views.
 
-    python tools/analysis/visualize_reconstruction.py CONFIG CHECKPOINT \
+    python tools/analysis_tools/visualize_reconstruction.py CONFIG CHECKPOINT \
         --out work_dirs/demo/reconstruction.png [--mask-ratio 0.5]
 
 Rows: the view, the visible patches the encoder sees (masked ones grey), the

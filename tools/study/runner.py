@@ -11,9 +11,10 @@ import torch
 from mmengine.config import Config
 from mmengine.runner import Runner
 
-from ..checkpoint import atomic_path
-from ..evaluation import bank_and_query_features, knn_top1
-from .presets import CONFIG, Preset, Run
+from presets import CONFIG, Preset, Run
+
+from mrcl_plugin.checkpoint import atomic_path
+from mrcl_plugin.evaluation import bank_and_query_features, knn_top1
 
 LOSSES = ('loss_contrastive', 'loss_rec_masked', 'loss_rec_unmasked')
 COLUMNS = ('preset', 'name', 'variant', 'method', 'mask_ratio', 'alpha',
