@@ -212,7 +212,8 @@ def trained(work: Path, iterations: int = 2) -> None:
     assert [i for i, _ in lines] == [str(i) for i in range(1, iterations + 1)
                                      ], text[-2000:]
     assert all(abs(float(loss)) < 1e6 for _, loss in lines), text[-2000:]
-    assert list(work.glob('*.pth')), 'no checkpoint'
+    saved = (work / 'last_checkpoint').read_text().strip()
+    assert Path(saved).parent == work and Path(saved).is_file(), saved
 
 
 def _config_id(path: Path) -> str:
@@ -328,6 +329,11 @@ def test_mim_train_mrcl_plugin_by_name(tmp_path, stl10_root, free_port):
     found = re.search(r'we find the config file in codebase mrcl_plugin, '
                       r'will use (\S+) instead', log)
     assert found and found.group(1).endswith(f'configs/mrcl/{IN1K_NAME}')
+    # mim runs the plugin's train script (torch.distributed.launch's arg)
+    script = re.search(r'Training command is .*?(\S+/tools/train\.py)',
+                       log).group(1)
+    assert Path(script).parts[-4:] == ('mrcl_plugin', '.mim', 'tools',
+                                       'train.py')
     trained(tmp_path)
 
 
