@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Creates .venv/ in the repo root with the pinned OpenMMLab stack, mmcv 2.1.0 built
-# from source with its compiled ops, and this plugin (editable). Idempotent: a second
-# run only checks what is there. Pins and the reasons for them: requirements/*.txt.
+# from source with its compiled ops (CUDA ops where nvcc, a CUDA torch and a GPU
+# are there, CPU ops elsewhere: tools/mmcv_ops_choice.sh), and this plugin
+# (editable). Idempotent: a second run only checks what is there. Pins and the
+# reasons for them: requirements/*.txt.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -27,15 +29,21 @@ $PIP install -q -r requirements/torch.txt
 TORCH=$($VENV/bin/python -c 'import torch; print(torch.__version__)')
 step "torch $TORCH"
 
+. tools/mmcv_ops_choice.sh
+mmcv_ops_choice "$VENV/bin/python"
+step "mmcv ops: $MMCV_OPS_WHY"
 # pip's own wheel cache is keyed by the sdist only, so a wheel built against another
-# torch would be silently reused and then fail to import. Our cache is keyed on torch.
-mmcv_ok() { $VENV/bin/python -c "import mmcv, mmcv.ops; assert mmcv.__version__ == '$MMCV_VERSION'" 2>/dev/null; }
+# torch would be silently reused and then fail to import. Our cache is keyed on torch
+# and on the ops (a CPU-ops wheel is not reused where the CUDA ops are wanted).
+mmcv_ok() { $VENV/bin/python -c "import mmcv; from mmcv.ops import get_compiling_cuda_version as cuda
+assert mmcv.__version__ == '$MMCV_VERSION'
+assert (cuda() != 'not available') == ('$MMCV_OPS' == 'cuda')" 2>/dev/null; }
 if mmcv_ok; then
-    step "mmcv $MMCV_VERSION with ops already installed"
+    step "mmcv $MMCV_VERSION with $MMCV_OPS ops already installed"
 else
-    WHEELS="$CACHE/mmcv-$MMCV_VERSION-torch-$TORCH"
+    WHEELS="$CACHE/mmcv-$MMCV_VERSION-torch-$TORCH-$MMCV_OPS_KEY"
     if ! ls "$WHEELS"/mmcv-*.whl >/dev/null 2>&1; then
-        step "building mmcv $MMCV_VERSION with ops from source (about 5.5 min on 2 cores)"
+        step "building mmcv $MMCV_VERSION with $MMCV_OPS ops from source (CPU ops: about 5.5 min on 2 cores)"
         BUILD=$(mktemp -d)
         $PIP download -q --no-deps --no-binary :all: --no-build-isolation \
             "mmcv==$MMCV_VERSION" -d "$BUILD"
@@ -44,12 +52,14 @@ else
         # compatible compiler is required to use ATen"); mmcv 2.1 forces c++14/17.
         sed -i -E "s/-std=c\+\+1[47]/-std=c++20/g" "$BUILD/mmcv-$MMCV_VERSION/setup.py"
         mkdir -p "$WHEELS"
-        MMCV_WITH_OPS=1 FORCE_CUDA=0 MAX_JOBS=${MAX_JOBS:-2} CFLAGS=-g0 \
+        # shellcheck disable=SC2086  # NAME=value words
+        env $MMCV_BUILD_ENV MAX_JOBS=${MAX_JOBS:-2} CFLAGS=-g0 \
             $PIP wheel -q --no-deps --no-build-isolation -w "$WHEELS" "$BUILD/mmcv-$MMCV_VERSION"
         rm -rf "$BUILD"
     fi
     step "installing mmcv from $WHEELS"
     $PIP install -q --no-deps --force-reinstall "$WHEELS"/mmcv-*.whl
+    mmcv_ok || { echo "error: the mmcv wheel in $WHEELS is not a build with $MMCV_OPS ops: remove $WHEELS and run again" >&2; exit 1; }
 fi
 
 step "OpenMMLab stack (mmengine, mmpretrain, mmseg, mmdet) and pinned deps"
@@ -75,6 +85,7 @@ step "checking the stack imports and mmcv's compiled ops load"
 $VENV/bin/python - <<'PY'
 import torch, torchvision, mmcv, mmcv.ops, mmengine, mmpretrain, mmseg, mmdet, mrcl_plugin
 print('torch', torch.__version__, '| torchvision', torchvision.__version__, '| mmcv', mmcv.__version__,
+      '(ops compiled for CUDA: %s)' % mmcv.ops.get_compiling_cuda_version(),
       '| mmengine', mmengine.__version__, '| mmpretrain', mmpretrain.__version__,
       '| mmseg', mmseg.__version__, '| mmdet', mmdet.__version__)
 PY
