@@ -197,6 +197,7 @@ def train_and_evaluate(run: Run, preset: Preset, work_root: str) -> Dict:
     else:
         runner.train()
     train_s = curve.train_s() if curve else time.time() - start
+    trained = time.time()
     scalars = runner.message_hub.log_scalars
     losses = {
         k: scalars[f'train/{k}'].current() if f'train/{k}' in scalars else 0.
@@ -215,7 +216,8 @@ def train_and_evaluate(run: Run, preset: Preset, work_root: str) -> Dict:
         machine=machine(),
         overrides=json.dumps(run.overrides()),
         knn_curve=format_curve(curve.curve()) if curve else '')
-    row['wall_s'] = round(time.time() - start, 1)
+    # with a curve, the training time of every session of the run
+    row['wall_s'] = round(train_s + time.time() - trained, 1)
     return row
 
 
