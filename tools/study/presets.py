@@ -224,8 +224,8 @@ LONG_PRESET = replace(
         'Barlow Twins run whose curve at iteration 650 is within 2 binomial '
         'standard errors of its iteration-0 point stops there, and once X '
         'and MR-X of a seed both stopped, the later Barlow Twins seeds are '
-        'replaced by SimCLR seeds 3 and 4. `run.py --plan` measured the '
-        'budget before the run.'))
+        'replaced by SimCLR seeds 3 and 4. `run.py --plan` measures the '
+        'budget on the machine at hand.'))
 
 # A micro run's encoder: 2 layers at width 48; its decoder: 1 layer
 _TINY_ARCH = (
