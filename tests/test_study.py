@@ -1,18 +1,25 @@
-"""The small-scale study: the micro preset end to end (CSV, resume, report,
-plots), and clear errors on a CSV it did not write."""
+"""The small-scale study: the micro presets end to end (CSV, resume, report,
+plots, learning curves, the stall rule), and clear errors on a CSV it did
+not write."""
+import glob
+import json
 import os
 import subprocess
 import sys
+from statistics import mean
 
 import mmcv
 import pytest
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(ROOT, 'tools', 'study'))
+from curves import gap_verdict, parse_curve  # noqa: E402
 from presets import PRESETS  # noqa: E402
 from report import write_report  # noqa: E402
-from runner import (COLUMNS, StudyCSVError, read_rows, run_config,  # noqa
-                    run_study)
+from runner import (COLUMNS, StudyCSVError, planned_runs, read_rows,  # noqa
+                    run_config, run_study)
+
+from mrcl_plugin.engine.hooks import AtomicCheckpointHook  # noqa: E402
 
 
 def test_grid_compares_at_the_same_budget():
@@ -107,3 +114,138 @@ def test_truncated_row_names_the_line(tmp_path):
     csv.write_text(','.join(COLUMNS) + '\nmicro,barlowtwins_baseline_s0,bar')
     with pytest.raises(StudyCSVError, match='cut.csv, line 2: 3 fields'):
         read_rows(str(csv))
+
+
+def test_long_preset_order_and_stall_rule():
+    preset = PRESETS['cifar10-long']
+    names = [r.name for r in planned_runs(preset, [])]
+    # seed 0 of every arm first, SimCLR before Barlow Twins
+    assert names[3:7] == [
+        'simclr_baseline_s0', 'simclr_mrcl_r0.2_a0.01_l0.01_s0',
+        'barlowtwins_baseline_s0', 'barlowtwins_mrcl_r0.2_a10_l10_s0'
+    ]
+    assert len(names) == 3 + 12 and preset.iters == 1300
+    cfg = run_config(planned_runs(preset, [])[3], preset, 'w')
+    assert cfg.resume and cfg.default_hooks.checkpoint.interval == 130
+    knn = [h for h in cfg.custom_hooks if h['type'] == 'KNNHook']
+    assert [(h['interval'], h['bank_per_class'], h['query_per_class'])
+            for h in knn] == [(130, 200, 200)]
+
+    def row(variant, method, iters):
+        return dict(variant=variant, method=method, seed=0., iters=iters)
+
+    # one arm stopped: the plan stands
+    rows = [row('barlowtwins', 'baseline', 650.)]
+    assert [r.name for r in planned_runs(preset, rows)] == names
+    # both stopped at seed 0: Barlow Twins' later seeds go to SimCLR's
+    rows.append(row('barlowtwins', 'mrcl', 650.))
+    now = [r.name for r in planned_runs(preset, rows)]
+    assert not [n for n in now if n.startswith('barlowtwins') and
+                not n.endswith('_s0')]
+    assert now[-4:] == [
+        'simclr_baseline_s3', 'simclr_mrcl_r0.2_a0.01_l0.01_s3',
+        'simclr_baseline_s4', 'simclr_mrcl_r0.2_a0.01_l0.01_s4'
+    ]
+
+
+def test_gap_verdict_over_time():
+    base = {0: (30, 1, 3), 130: (35, 1, 3), 260: (36, 1, 3), 390: (37, 1, 3)}
+    mr = {0: (30, 1, 3), 130: (37, 1, 3), 260: (36.5, 1, 3), 390: (40, 2, 3)}
+    # above at 130, within the spread at 260, above again at 390
+    assert gap_verdict(base, mr).startswith(
+        'MR-X is above X by more than the seed spread from iteration 390 on')
+    mr[390] = (37.5, 1, 3)
+    assert 'within the seed spread at the end (it exceeded it at ' \
+        'iterations [130])' in gap_verdict(base, mr)
+    assert 'fewer than 2 runs' in gap_verdict(
+        {0: (30, 0, 1)}, {0: (31, 0, 1)})
+
+
+class Killed(Exception):
+    pass
+
+
+def knn_points(work_dir):
+    """Every KNNHook point the run logged: {session: [(step, top1)]}."""
+    points = {}
+    for path in sorted(glob.glob(f'{work_dir}/*/vis_data/scalars.json')):
+        with open(path) as f:
+            lines = [json.loads(line) for line in f]
+        points[path] = [(d['step'], d['knn/top1']) for d in lines
+                        if 'knn/top1' in d]
+    return points
+
+
+def test_micro_long_study_resumes_stalls_and_plots(tmp_path, mrcl_data_env,
+                                                    monkeypatch):
+    preset, csv = PRESETS['micro-long'], str(tmp_path / 'long.csv')
+    work = tmp_path / 'runs'
+    save = AtomicCheckpointHook._save_checkpoint_with_step
+
+    def save_then_die(self, runner, step, meta):
+        save(self, runner, step, meta)
+        raise Killed  # a kill between the checkpoint and the next step
+
+    # killed in the first trained run, after its checkpoint at iteration 1
+    monkeypatch.setattr(AtomicCheckpointHook, '_save_checkpoint_with_step',
+                        save_then_die)
+    with pytest.raises(Killed):
+        run_study(preset, csv, str(work), log=lambda _: None)
+    assert [r['name'] for r in read_rows(csv)] == ['init_s0', 'init_s1']
+    monkeypatch.undo()
+
+    log = []
+    rows = run_study(preset, csv, str(work), log=log.append)
+    assert [r['name'] for r in rows] == [
+        'init_s0', 'init_s1', 'simclr_baseline_s0',
+        'simclr_mrcl_r0.2_a0.01_l0.01_s0', 'barlowtwins_baseline_s0',
+        'barlowtwins_mrcl_r0.2_a10_l10_s0', 'simclr_baseline_s1',
+        'simclr_mrcl_r0.2_a0.01_l0.01_s1'
+    ]  # Barlow Twins' seed 1: dropped by the stall rule
+    assert any('stall rule changed the plan' in line for line in log)
+    # the killed run resumed from its checkpoint: its second session
+    # started at iteration 1
+    first, second = knn_points(work / 'simclr_baseline_s0').values()
+    assert [s for s, _ in first] == [0, 1]
+    assert [s for s, _ in second] == [1, 2]
+    for row in read_rows(csv)[2:]:
+        curve = parse_curve(row['knn_curve'])
+        stopped = row['variant'] == 'barlowtwins'
+        assert row['iters'] == (1 if stopped else 2)
+        assert [s for s, _ in curve] == ([0, 1] if stopped else [0, 1, 2])
+        # the curve is what the run's KNNHook logged (its latest session's
+        # value where a step was evaluated twice)
+        logged = {}
+        for points in knn_points(work / row['name']).values():
+            logged.update(points)
+        assert curve == [(s, round(logged[s], 2)) for s, _ in curve]
+
+    # the report fills its own section of an existing file, keeps the rest
+    out = tmp_path / 'study.md'
+    out.write_text('<!-- study:other -->\nkept\n<!-- /study:other -->\n'
+                   '<!-- study:micro-long -->\n**Not run yet.**\n'
+                   '<!-- /study:micro-long -->\n')
+    text = write_report(csv, str(out))
+    assert text.startswith('<!-- study:other -->\nkept\n')
+    assert 'Not run yet' not in text and '### Learning curves' in text
+    png = tmp_path / 'study' / 'learning_curves.png'
+    assert png.read_bytes()[:8] == b'\x89PNG\r\n\x1a\n'
+    # the plotted data: per arm and iteration, the mean over the runs' CSV
+    # curves
+    with open(tmp_path / 'study' / 'curves.csv') as f:
+        plotted = [line.split(',') for line in f.read().split()[1:]]
+    expected = []
+    for arm, params in (
+            ('SimCLR', dict(variant='simclr', method='baseline')),
+            ('MR-SimCLR', dict(variant='simclr', method='mrcl')),
+            ('BarlowTwins', dict(variant='barlowtwins', method='baseline')),
+            ('MR-BarlowTwins', dict(variant='barlowtwins', method='mrcl'))):
+        curves = [dict(parse_curve(r['knn_curve'])) for r in rows
+                  if all(r[k] == v for k, v in params.items())]
+        for step in sorted(curves[0]):
+            values = [c[step] for c in curves if step in c]
+            expected.append((arm, step, mean(values), len(values)))
+    assert [(a, int(s), float(m), int(n)) for a, s, m, _, n in plotted] == \
+        pytest.approx(expected)
+    assert 'the stall rule stopped `barlowtwins_baseline_s0` at ' \
+        'iteration 1' in text

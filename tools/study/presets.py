@@ -88,6 +88,25 @@ class Preset:
     linear_epochs: int = 100  # of the linear probe on frozen features
     num_workers: int = 2
     bf16: bool = False  # train under CPU bf16 autocast (CPUBF16OptimWrapper)
+    fp32_check: bool = True  # with bf16: MR-<sweep_variant> again in fp32
+    # Learning curves (tools/study/curves.py): a KNNHook point every
+    # ``curve_interval`` iterations and at iteration 0, on the first
+    # ``curve_*_per_class`` images of each class (the same images for every
+    # run and point), and a checkpoint at each point, from which a killed
+    # run resumes. 0: no curve, no checkpoints.
+    curve_interval: int = 0
+    curve_bank_per_class: int = None
+    curve_query_per_class: int = None
+    # The stall rule: a run of one of ``stall_variants`` whose curve at the
+    # halfway point is no more than ``stall_margin`` points above its
+    # iteration-0 point (None: 2 binomial standard errors of the curve's
+    # queries) stops there; once both X and MR-X of a seed stopped, the
+    # variant's later seeds are skipped and headline_variants[0] trains
+    # ``spare_seeds`` instead.
+    stall_variants: tuple = ()
+    stall_margin: float = None
+    spare_seeds: tuple = ()
+    model_overrides: tuple = ()  # (key, value) --cfg-options: tests only
     rationale: str = ''  # why this budget: printed in the report
 
     def mr_defaults(self, variant: str) -> Dict:
@@ -117,7 +136,7 @@ class Preset:
             *(Run(variant, 'mrcl', r, alpha, alpha / b, 0)
               for b in self.balances),
         ]
-        if self.bf16:
+        if self.bf16 and self.fp32_check:
             # does bf16 change the result? the same seed in fp32
             sweep.append(
                 Run(**self.mr_defaults(variant), seed=self.headline_seeds[0],
@@ -126,6 +145,14 @@ class Preset:
             if run not in runs:
                 runs.append(run)
         return runs
+
+    def spare_runs(self) -> List[Run]:
+        """X and MR-X of headline_variants[0] at the spare seeds: trained
+        in the stead of the runs the stall rule skips."""
+        variant = self.headline_variants[0]
+        return [run for seed in self.spare_seeds for run in (
+            Run(variant, 'baseline', 0., 0., 0., seed),
+            Run(**self.mr_defaults(variant), seed=seed))]
 
 
 CPU_PRESET = Preset(
@@ -164,6 +191,52 @@ CPU_PRESET = Preset(
         'its init measures noise. That choice was made after the first '
         'seed of the headline runs and before any sweep point ran.'))
 
+# Does a gap open with training? (issue 16) SimCLR and Barlow Twins against
+# their MR-X, 3 seeds, at 10x cifar10-cpu's horizon, with learning curves.
+LONG_PRESET = replace(
+    CPU_PRESET,
+    name='cifar10-long',
+    iters=1300,
+    warmup_iters=130,
+    # SimCLR first: it is the variant that learns at this scale
+    headline_variants=('simclr', 'barlowtwins'),
+    mask_ratios=(),
+    rec_weights=(),
+    balances=(),
+    fp32_check=False,
+    # 10 points and iteration 0; 130 puts one at the halfway point, 650
+    curve_interval=130,
+    curve_bank_per_class=200,
+    curve_query_per_class=200,
+    stall_variants=('barlowtwins', ),
+    spare_seeds=(3, 4),
+    rationale=(
+        'At 130 iterations (the section above) no claim held and Barlow '
+        'Twins did not leave its random init; this preset asks whether a '
+        'gap opens later. 10x the horizon (1,300 iterations at batch 64, '
+        'the warm-up 10% of it as there), the two variants at the paper '
+        'weights, 3 seeds each, in bf16 as above. The kNN curve is taken '
+        'every 130 iterations on the first 200 train images of each class '
+        '(bank) and the first 200 test images of each class (queries), the '
+        'same images for every run and point; the end point is evaluated as '
+        'above (5,000 bank and all 10,000 test images, and the linear '
+        'probe). The issue\'s rule for Barlow Twins is the stall rule: a '
+        'Barlow Twins run whose curve at iteration 650 is within 2 binomial '
+        'standard errors of its iteration-0 point stops there, and once X '
+        'and MR-X of a seed both stopped, the later Barlow Twins seeds are '
+        'replaced by SimCLR seeds 3 and 4. `run.py --plan` measures the '
+        'budget on the machine at hand.'))
+
+# A micro run's encoder: 2 layers at width 48; its decoder: 1 layer
+_TINY_ARCH = (
+    ('model.backbone.arch', dict(embed_dims=48, num_layers=2, num_heads=3,
+                                 feedforward_channels=96)),
+    ('model.neck.in_channels', 48),
+    ('model.decoder.embed_dim', 48),
+    ('model.decoder.decoder_embed_dim', 32),
+    ('model.decoder.decoder_depth', 1),
+)
+
 PRESETS = {
     # BarlowTwins and MR-BarlowTwins (one seed, bf16), a handful of
     # iterations, the random init and the fp32 check, evaluated on a few
@@ -184,7 +257,31 @@ PRESETS = {
         linear_epochs=5,
         num_workers=0,
         bf16=True),
+    # cifar10-long at test size: a tiny ViT, 2 iterations with a curve
+    # point at each, two seeds, and a stall margin of 100 points, so that
+    # every Barlow Twins run stops at its halfway point and the rule drops
+    # its second seed (no spare seeds: they would only cost test time).
+    'micro-long':
+    replace(
+        LONG_PRESET,
+        name='micro-long',
+        iters=2,
+        batch_size=8,
+        warmup_iters=1,
+        headline_seeds=(0, 1),
+        knn_per_class=10,
+        knn_test_per_class=5,
+        linear_epochs=5,
+        num_workers=0,
+        curve_interval=1,
+        curve_bank_per_class=3,
+        curve_query_per_class=2,
+        stall_margin=100.,
+        spare_seeds=(),
+        model_overrides=_TINY_ARCH,
+        rationale=''),
     'cifar10-cpu': CPU_PRESET,
+    'cifar10-long': LONG_PRESET,
     # The same grid at 10x the iterations and 4x the batch, for a GPU, in
     # fp32 (CPUBF16OptimWrapper is for CPUs), the whole train split as bank.
     'cifar10-gpu': replace(CPU_PRESET, name='cifar10-gpu', iters=1300,

@@ -12,6 +12,7 @@ from statistics import mean, stdev
 from typing import Dict, List, Tuple
 
 sys.path.insert(0, osp.dirname(osp.abspath(__file__)))  # its siblings
+from curves import arm_curve, gap_verdict, parse_curve, plot_curves  # noqa
 from presets import PRESETS  # noqa: E402
 from runner import StudyCSVError, read_rows  # noqa: E402
 
@@ -140,9 +141,90 @@ def precision_check(checks: List[Dict], rows: List[Dict],
     return lines
 
 
+def curve_section(rows, preset, fig_dir: str, rel: str,
+                  h: str) -> Tuple[List[str], List[str]]:
+    """The learning-curve figure, the data it plots (``curves.csv``
+    beside it, and a table), and the verdicts over time: (lines, claims)."""
+    trained = [r for r in rows if r['knn_curve']]
+    if not trained:
+        return [], []
+    starts = [parse_curve(r['knn_curve'])[0] for r in trained]
+    init = mean(top1 for step, top1 in starts if step == 0)
+    panels, table, claims = [], {}, []
+    for variant in preset.headline_variants:
+        arms = {}
+        for params, label, color in (
+                (dict(variant=variant, method='baseline'), NAMES[variant],
+                 'tab:red'),
+                (preset.mr_defaults(variant), f'MR-{NAMES[variant]}',
+                 'tab:blue')):
+            found = select(trained, **params)
+            if found:
+                arms[label] = (color, arm_curve(
+                    [parse_curve(r['knn_curve']) for r in found]))
+        if not arms:
+            continue
+        panels.append((NAMES[variant], arms))
+        table.update(arms)
+        if len(arms) == 2:
+            (_, base), (_, mr) = arms.values()
+            claims.append(f'- MR-{NAMES[variant]} against {NAMES[variant]} '
+                          f'over time (kNN on the curve subset): '
+                          f'{gap_verdict(base, mr)}.')
+        stopped = [r for r in trained if r['variant'] == variant
+                   and r['iters'] < preset.iters]
+        if stopped:
+            claims.append(
+                f'- {NAMES[variant]}: the stall rule stopped '
+                + ', '.join(f'`{r["name"]}` at iteration {r["iters"]:.0f}'
+                            for r in stopped) + ': no farther above its '
+                'iteration-0 point than the stall margin; seeds after the '
+                'first seed at which X and MR-X both stopped were not run.')
+    plot_curves(panels, init, osp.join(fig_dir, 'learning_curves.png'))
+    with open(osp.join(fig_dir, 'curves.csv'), 'w') as f:
+        f.write('arm,iteration,mean,std,runs\n')
+        f.writelines(f'{label},{step},{m:.4g},{s:.4g},{n}\n'
+                     for label, (_, arm) in table.items()
+                     for step, (m, s, n) in arm.items())
+    steps = sorted({s for _, arm in table.values() for s in arm})
+    lines = [
+        '', f'{h}# Learning curves', '',
+        f'kNN top-1 every {preset.curve_interval} iterations on the first '
+        f'{preset.curve_bank_per_class} train (bank) and '
+        f'{preset.curve_query_per_class} test images (queries) of each '
+        'class, the same images for every run and point: mean over seeds '
+        '(n runs), band +-1 std; dotted: the random init (mean of every '
+        f'run\'s iteration-0 point, {init:.1f}). The plotted data: '
+        f'`{rel}/curves.csv`.', '',
+        f'![Learning curves]({rel}/learning_curves.png)', '',
+        '| iteration | ' + ' | '.join(table) + ' |',
+        '|---|' + '---|' * len(table)
+    ]
+    lines += [f'| {step} | ' + ' | '.join(
+        fmt(arm[step]) if step in arm else '' for _, arm in table.values())
+        + ' |' for step in steps]
+    return lines, claims
+
+
+def place_section(name: str, text: str, out_md: str) -> str:
+    """The file ``out_md`` with the preset's section (between its
+    ``<!-- study:name -->`` markers) replaced by ``text``, or appended;
+    the other presets' sections are kept."""
+    begin, end = f'<!-- study:{name} -->', f'<!-- /study:{name} -->'
+    section = f'{begin}\n{text}{end}\n'
+    old = ''
+    if osp.isfile(out_md):
+        with open(out_md) as f:
+            old = f.read()
+    if begin in old and end in old:
+        head, rest = old.split(begin, 1)
+        return head + section + rest.split(end, 1)[1].lstrip('\n')
+    return old + ('\n' if old else '') + section
+
+
 def write_report(csv_path: str, out_md: str) -> str:
-    """Write ``out_md`` and its PNGs (in ``<out_md stem>/``); return the
-    Markdown."""
+    """Write the preset's section of ``out_md`` (:func:`place_section`)
+    and its PNGs (in ``<out_md stem>/``); return the file's Markdown."""
     rows = read_rows(csv_path)
     if not rows:
         raise ValueError(f'{csv_path}: no finished runs to report')
@@ -164,12 +246,18 @@ def write_report(csv_path: str, out_md: str) -> str:
     init_rows = select(rows, method='init')
     init = {m: stat(init_rows, m) for m, _ in METRICS} if init_rows else {}
     trained = [r for r in rows if r['method'] != 'init']
+    # a preset with curves is a section of the 130-iteration report's file
+    h = '##' if preset.curve_interval else '#'
+    sweeps = preset.mask_ratios or preset.rec_weights or preset.balances
     lines = [
+        f'{h} Long horizon: does a gap open with training?'
+        if preset.curve_interval else
         '# Small-scale study: does masking + reconstruction help?', '',
         f'Preset `{preset.name}`: {len(trained)} runs of '
         f'{preset.iters} iterations at batch {preset.batch_size} each '
-        f'(seeds {seeds} for the headline comparison, seed 0 for sweep '
-        f'points){" under CPU bf16 autocast" if preset.bf16 else ""}, and '
+        f'(seeds {seeds} for the headline comparison'
+        f'{", seed 0 for sweep points" if sweeps else ""})'
+        f'{" under CPU bf16 autocast" if preset.bf16 else ""}, and '
         f'{len(init_rows)} random inits evaluated untrained; the small ViT '
         'of `configs/mrcl/mrcl-*_vit-tiny-p4_1xb64-coslr-300it_cifar10.py` '
         'on the real CIFAR-10 sample. kNN: k=20, T=0.07, '
@@ -182,7 +270,7 @@ def write_report(csv_path: str, out_md: str) -> str:
         f'Re-run: `python tools/study/run.py --preset {preset.name}` then '
         f'`python tools/study/report.py {csv_path} --out {out_md}`.', '',
         *([preset.rationale, ''] if preset.rationale else []),
-        '## Table 1, scaled down: X vs MR-X', '',
+        f'{h}# Table 1, scaled down: X vs MR-X', '',
         '| method | ' + ' | '.join(
             f'{label} X | {label} MR-X | MR-X - X'
             for _, label in METRICS) + ' |',
@@ -240,7 +328,7 @@ def write_report(csv_path: str, out_md: str) -> str:
         png = f'{key}.png'
         plot(points, name, baseline, init, xlabel, title,
              osp.join(fig_dir, png), log_x)
-        lines += ['', f'## {title}', '',
+        lines += ['', f'{h}# {title}', '',
                   f'MR-{name}, one seed per point (the default point: all '
                   f'seeds); dashed: {name}, dotted: random init.', '',
                   f'![{title}]({rel}/{png})', '',
@@ -251,27 +339,31 @@ def write_report(csv_path: str, out_md: str) -> str:
         for metric, label in METRICS:
             claims.append(f'- {title} ({label}): '
                           f'{peak_verdict(points, metric, spread)}.')
-    lines += precision_check(checks, rows, spread)
-    lines += ['', '## Claims, at this scale', '', *claims, '',
+    curve_lines, curve_claims = curve_section(rows, preset, fig_dir, rel, h)
+    lines += curve_lines + precision_check(checks, rows, spread)
+    claims += curve_claims
+    lines += ['', f'{h}# Claims, at this scale', '', *claims, '',
               '"Held" means the mean difference exceeds the larger of the two '
-              'seed standard deviations. Sweep points have one seed (the '
-              'default point has all of them): differences between them '
-              f'smaller than the headline seed spread ({spread:.1f} points) '
-              'are not resolved.', '', '## Every run', '',
+              'seed standard deviations.' + (
+                  ' Sweep points have one seed (the default point has all of '
+                  'them): differences between them smaller than the '
+                  f'headline seed spread ({spread:.1f} points) are not '
+                  'resolved.' if sweeps else ''), '', f'{h}# Every run', '',
               'Losses are those of the last iteration: the contrastive '
               'term, and the masked and unmasked reconstruction terms with '
               'their weights alpha and lambda applied.', '',
-              '| run | seed | precision | kNN | linear | contrastive | '
-              'masked | unmasked | train s | wall s |',
-              '|---|---|---|---|---|---|---|---|---|---|']
+              '| run | seed | precision | iterations | kNN | linear | '
+              'contrastive | masked | unmasked | train s | wall s |',
+              '|---|---|---|---|---|---|---|---|---|---|---|']
     lines += [
         f'| {r["name"]} | {int(r["seed"])} | {r["precision"]} | '
+        f'{int(r["iters"])} | '
         f'{r["knn_top1"]:.1f} | {r["linear_top1"]:.1f} | '
         f'{r["loss_contrastive"]:.3g} | {r["loss_rec_masked"]:.3g} | '
         f'{r["loss_rec_unmasked"]:.3g} | {r["train_s"]:.0f} | '
         f'{r["wall_s"]:.0f} |' for r in every
     ]
-    text = '\n'.join(lines) + '\n'
+    text = place_section(preset.name, '\n'.join(lines) + '\n', out_md)
     with open(out_md, 'w') as f:
         f.write(text)
     return text

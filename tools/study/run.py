@@ -1,8 +1,12 @@
 """Run a study preset: short pretraining runs of a small ViT on the real
 CIFAR-10 sample, each evaluated with kNN and a linear probe, one CSV row per
-finished run. Stop it any time: started again, it skips finished runs.
+finished run. Stop it any time: started again, it skips finished runs (and
+a preset with learning curves resumes a killed run from its last
+checkpoint). ``--plan`` measures the costs here and prints the budget of
+the runs to go instead of running them.
 
     python tools/study/run.py --preset cifar10-cpu [--csv work_dirs/study/cifar10-cpu.csv]
+    python tools/study/run.py --preset cifar10-long --plan
     python tools/study/report.py work_dirs/study/cifar10-cpu.csv --out docs/study.md
 """
 import argparse
@@ -11,7 +15,7 @@ import sys
 
 sys.path.insert(0, osp.dirname(osp.abspath(__file__)))  # its siblings
 from presets import PRESETS  # noqa: E402
-from runner import StudyCSVError, run_study  # noqa: E402
+from runner import StudyCSVError, read_rows, run_study  # noqa: E402
 
 
 def main():
@@ -23,11 +27,21 @@ def main():
                         help='where each run logs')
     parser.add_argument('--max-runs', type=int, default=None,
                         help='stop after this many new runs')
+    parser.add_argument('--plan', action='store_true',
+                        help='measure the step, curve-point and evaluation '
+                        'times and print the budget of the runs to go')
+    parser.add_argument('--plan-iters', type=int, default=20,
+                        help='timed iterations per arm for --plan')
     args = parser.parse_args()
     csv = args.csv or osp.join(args.work_dir, f'{args.preset}.csv')
+    preset = PRESETS[args.preset]
     try:
-        run_study(PRESETS[args.preset], csv,
-                  osp.join(args.work_dir, args.preset), args.max_runs)
+        if args.plan:
+            from budget import plan
+            plan(preset, read_rows(csv, preset.name), args.plan_iters)
+        else:
+            run_study(preset, csv, osp.join(args.work_dir, args.preset),
+                      args.max_runs)
     except StudyCSVError as e:
         sys.exit(f'error: {e}')
 

@@ -11,16 +11,20 @@ import torch
 from mmengine.config import Config
 from mmengine.runner import Runner
 
+from curves import CurveHook, format_curve
 from presets import CONFIG, Preset, Run
 
 from mrcl_plugin.checkpoint import atomic_path
-from mrcl_plugin.evaluation import bank_and_query_features, knn_top1
+from mrcl_plugin.evaluation import (balanced_subset, bank_and_query_features,
+                                    knn_top1, split_dataset)
 
 LOSSES = ('loss_contrastive', 'loss_rec_masked', 'loss_rec_unmasked')
 COLUMNS = ('preset', 'name', 'variant', 'method', 'mask_ratio', 'alpha',
            'lambd', 'seed', 'precision', 'iters', 'batch_size', *LOSSES,
            'knn_top1', 'linear_top1', 'knn_bank', 'knn_queries', 'train_s',
-           'wall_s', 'machine', 'overrides')
+           'wall_s', 'machine', 'overrides', 'knn_curve')
+# the header before knn_curve (tools/study/curves.py): still read
+LEGACY_COLUMNS = COLUMNS[:-1]
 NUMERIC = ('mask_ratio', 'alpha', 'lambd', 'seed', 'iters', 'batch_size',
            *LOSSES, 'knn_top1', 'linear_top1', 'knn_bank', 'knn_queries',
            'train_s', 'wall_s')
@@ -44,19 +48,19 @@ def read_rows(path: str, preset: Optional[str] = None) -> List[Dict]:
         return []
     with open(path, newline='') as f:
         lines = list(csv.reader(f))
-    if not lines or tuple(lines[0]) != COLUMNS:
+    if not lines or tuple(lines[0]) not in (COLUMNS, LEGACY_COLUMNS):
         got = ','.join(lines[0])[:120] if lines else 'an empty file'
         raise StudyCSVError(
             f'{path}: not a study CSV of this tool (its first line is '
             f'{got!r}; expected {",".join(COLUMNS[:4])},...). Move it away '
             'or pass another --csv; it is left as it is')
-    rows = []
+    rows, header = [], lines[0]
     for number, line in enumerate(lines[1:], start=2):
-        if len(line) != len(COLUMNS):
+        if len(line) != len(header):
             raise StudyCSVError(
                 f'{path}, line {number}: {len(line)} fields, expected '
-                f'{len(COLUMNS)} (a truncated or hand-edited row?)')
-        row = dict(zip(COLUMNS, line))
+                f'{len(header)} (a truncated or hand-edited row?)')
+        row = dict(dict.fromkeys(COLUMNS, ''), **dict(zip(header, line)))
         try:
             row.update({k: float(row[k]) for k in NUMERIC})
         except ValueError as e:
@@ -96,11 +100,15 @@ def machine() -> str:
 def run_config(run: Run, preset: Preset, work_dir: str) -> Config:
     """The variant's small config with the run's overrides and the preset's
     budget: iterations (the warm-up and cosine rescaled to them), batch,
-    seed; no checkpoints and no kNN hook (the study evaluates once, at the
-    end; the runtime's NaN-stop hook stays)."""
+    seed. Without a curve: no checkpoints and no kNN hook (the study
+    evaluates once, at the end; the runtime's NaN-stop hook stays). With
+    one: a KNNHook point on the curve subset and a checkpoint every
+    ``curve_interval`` iterations, and ``resume`` from the work_dir's last
+    checkpoint."""
     cfg = Config.fromfile(CONFIG.format(variant=run.variant))
-    workers = preset.num_workers
+    workers, interval = preset.num_workers, preset.curve_interval
     cfg.merge_from_dict({
+        **dict(preset.model_overrides),
         **run.overrides(),
         'work_dir': work_dir,
         'experiment_name': f'{preset.name}_{run.name}',
@@ -108,7 +116,10 @@ def run_config(run: Run, preset: Preset, work_dir: str) -> Config:
         'train_dataloader.batch_size': preset.batch_size,
         'train_dataloader.num_workers': workers,
         'train_dataloader.persistent_workers': workers > 0,
-        'default_hooks.checkpoint': None,
+        'default_hooks.checkpoint': dict(
+            type='AtomicCheckpointHook', by_epoch=False, interval=interval,
+            max_keep_ckpts=1) if interval else None,
+        'resume': bool(interval),
         'default_hooks.logger.interval': max(1, preset.iters // 10),
         'log_processor.window_size': max(1, preset.iters // 10),
         # the study prints one line a run; each run's own log is in its
@@ -118,6 +129,12 @@ def run_config(run: Run, preset: Preset, work_dir: str) -> Config:
     if run.precision_in(preset) == 'bf16':
         cfg.optim_wrapper.type = 'CPUBF16OptimWrapper'
     cfg.custom_hooks = [h for h in cfg.custom_hooks if h.type != 'KNNHook']
+    if interval:
+        cfg.custom_hooks.append(dict(
+            type='KNNHook', interval=interval, before_train=True,
+            bank_per_class=preset.curve_bank_per_class,
+            query_per_class=preset.curve_query_per_class,
+            num_workers=workers))
     warmup, cosine = cfg.param_scheduler
     warmup.end = cosine.begin = preset.warmup_iters
     cosine.end = preset.iters
@@ -162,16 +179,25 @@ def evaluate(model, cfg: Config, preset: Preset) -> Dict:
 
 
 def train_and_evaluate(run: Run, preset: Preset, work_root: str) -> Dict:
-    """Pretrain one run in this process and evaluate its encoder: its CSV
-    row."""
+    """Pretrain one run in this process (resuming from its last
+    checkpoint, with a curve) and evaluate its encoder: its CSV row."""
     start = time.time()
     cfg = run_config(run, preset, osp.join(work_root, run.name))
     runner = Runner.from_cfg(cfg)
+    curve = None
     if run.method == 'init':
         runner.model.init_weights()
+    elif preset.curve_interval:
+        curve = CurveHook(preset.curve_interval,
+                          stall_check=run.variant in preset.stall_variants,
+                          stall_margin=preset.stall_margin,
+                          queries=curve_queries(cfg, preset))
+        runner.register_hook(curve)
+        runner.train()
     else:
         runner.train()
-    train_s = time.time() - start
+    train_s = curve.train_s() if curve else time.time() - start
+    trained = time.time()
     scalars = runner.message_hub.log_scalars
     losses = {
         k: scalars[f'train/{k}'].current() if f'train/{k}' in scalars else 0.
@@ -182,15 +208,42 @@ def train_and_evaluate(run: Run, preset: Preset, work_root: str) -> Dict:
         preset=preset.name,
         name=run.name,
         **run.as_dict(preset),
-        iters=0 if run.method == 'init' else preset.iters,
+        iters=runner.iter,  # less than the preset's: stopped (stall rule)
         batch_size=preset.batch_size,
         **losses,
         **evaluate(model, cfg, preset),
         train_s=round(train_s, 1),
         machine=machine(),
-        overrides=json.dumps(run.overrides()))
-    row['wall_s'] = round(time.time() - start, 1)
+        overrides=json.dumps(run.overrides()),
+        knn_curve=format_curve(curve.curve()) if curve else '')
+    # with a curve, the training time of every session of the run
+    row['wall_s'] = round(train_s + time.time() - trained, 1)
     return row
+
+
+def curve_queries(cfg: Config, preset: Preset) -> int:
+    """The number of queries of the curve's kNN points."""
+    test = split_dataset(cfg.train_dataloader.dataset.data_root, 'test')
+    return len(balanced_subset(test, preset.curve_query_per_class))
+
+
+def planned_runs(preset: Preset, rows: List[Dict]) -> List[Run]:
+    """The preset's runs, under its stall rule: once X and MR-X of a stall
+    variant both stopped early at one seed (rows with fewer iterations
+    than the preset's), its runs at later seeds are dropped and the spare
+    seeds' runs added."""
+    stopped = {(r['variant'], r['method'], int(r['seed'])) for r in rows
+               if r['method'] != 'init' and r['iters'] < preset.iters}
+    stalled = {}
+    for variant in preset.stall_variants:
+        seeds = [s for s in preset.headline_seeds
+                 if {(variant, 'baseline', s), (variant, 'mrcl', s)} <=
+                 stopped]
+        if seeds:
+            stalled[variant] = min(seeds)
+    runs = [r for r in preset.runs() if r.method == 'init' or
+            r.seed <= stalled.get(r.variant, r.seed)]
+    return runs + (preset.spare_runs() if stalled else [])
 
 
 def _expected_s(run: Run, rows: List[Dict]) -> float:
@@ -203,24 +256,37 @@ def _expected_s(run: Run, rows: List[Dict]) -> float:
 
 def run_study(preset: Preset, csv_path: str, work_root: str,
               max_runs: Optional[int] = None, log=print) -> List[Dict]:
-    """Train every run of ``preset`` not yet in ``csv_path`` (at most
-    ``max_runs`` of them), appending its row as it finishes. Returns all
-    the rows."""
+    """Train every planned run of ``preset`` (:func:`planned_runs`) not yet
+    in ``csv_path`` (at most ``max_runs`` of them), appending its row as it
+    finishes. Returns all the rows."""
     rows = read_rows(csv_path, preset.name)
-    done = {row['name'] for row in rows}
-    todo = [run for run in preset.runs() if run.name not in done]
-    total = len(preset.runs())
-    log(f'[study] preset {preset.name}: {total} runs, {len(done)} done '
-        f'already ({csv_path}), {len(todo)} to go')
-    for i, run in enumerate(todo[:max_runs]):
+
+    def todo() -> List[Run]:
+        done = {row['name'] for row in rows}
+        return [r for r in planned_runs(preset, rows) if r.name not in done]
+
+    left = todo()
+    log(f'[study] preset {preset.name}: {len(rows) + len(left)} runs, '
+        f'{len(rows)} done already ({csv_path}), {len(left)} to go')
+    for _ in range(len(left) if max_runs is None else max_runs):
+        if not left:
+            break
+        run, planned = left[0], left[1:]
         row = train_and_evaluate(run, preset, work_root)
         rows.append(row)
         write_rows(csv_path, rows)
+        if run.method != 'init' and row['iters'] < preset.iters:
+            log(f'[study] {run.name} stopped at iteration '
+                f'{row["iters"]:.0f}: it had not left its random init '
+                '(the stall rule)')
+        left = todo()
+        if left != planned:
+            log(f'[study] the stall rule changed the plan: now '
+                f'{", ".join(r.name for r in left)}')
         # time left: the runs to go, each at the mean of the finished runs
         # of its kind (an untrained init costs only its evaluation)
-        left = todo[i + 1:]
-        log(f'[study] {len(rows)}/{total} done: {run.name}: kNN '
-            f'{row["knn_top1"]:.1f}%, linear {row["linear_top1"]:.1f}%, '
+        log(f'[study] {len(rows)}/{len(rows) + len(left)} done: {run.name}: '
+            f'kNN {row["knn_top1"]:.1f}%, linear {row["linear_top1"]:.1f}%, '
             f'{row["wall_s"]:.0f} s; {len(left)} left, about '
             f'{sum(_expected_s(r, rows) for r in left) / 60:.0f} min to go')
     return rows
