@@ -152,5 +152,6 @@ def test_benchmark_compile_in_miniature():
                                 out.stdout)[1])
     speed_up = float(re.search(r'speed-up ([\d.]+)x', out.stdout)[1])
     assert compile_s > 0 and speed_up > 0
+    assert 'first loss     : relative difference 0.00e+00' in out.stdout
     assert re.search(r'max relative difference 0\.00e\+00 over 3 steps, '
                      r'equal within rtol 1\.00e-03$', out.stdout, re.M)

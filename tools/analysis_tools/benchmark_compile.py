@@ -15,7 +15,11 @@ are drawn eagerly, so both runs see the same ones), and prints
                  difference, within ``--rtol``: by default 1e-3 in fp32,
                  and under AMP how far AMP's own rounding moves them (a
                  third run, eager in fp32), since inductor rounds to bf16
-                 at other places than eager and AdamW carries it on.
+                 at other places than eager and AdamW carries it on;
+                 and the first step's alone (the same weights and masks:
+                 only the order of float operations differs). Barlow
+                 Twins at a small batch amplifies a reordering into
+                 percents within a few AdamW steps, fp32 included.
 
     python tools/analysis_tools/benchmark_compile.py            # CIFAR-10
     python tools/analysis_tools/benchmark_compile.py --amp bf16
@@ -127,6 +131,8 @@ def main():
           f'{t_e[0]:.2f} s, compiled {t_c[0]:.2f} s)')
     print(f'step time      : eager {med_e:.4f} s, compiled {med_c:.4f} s, '
           f'speed-up {med_e / med_c:.3f}x')
+    print(f'first loss     : relative difference '
+          f'{max_rel_diff(l_e[:1], l_c[:1]):.2e} (same weights and masks)')
     print(f'losses         : max relative difference {diff:.2e} over '
           f'{args.iters} steps, ' + ('equal' if diff <= rtol else
                                      'DIFFERENT') + f' within rtol '
