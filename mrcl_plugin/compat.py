@@ -14,6 +14,9 @@ idempotent:
   distributed init, ``SyncBatchNorm`` and DDP's SyncBN check on CPU
   processes. Importing ``mrcl_plugin`` leaves torch as it ships.
 
+- :func:`python_drop_path_rates` runs on the modules that
+  :class:`mrcl_plugin.engine.CompileHook` compiles, and on nothing else.
+
 Fixes that need no code live elsewhere:
 
 - numpy 2 breaks mmcv 2.1 (``adjust_hue`` overflows, ``np.in1d`` is gone):
@@ -34,6 +37,7 @@ import functools
 import os.path as osp
 from unittest import mock
 
+import numpy as np
 import torch
 
 _APPLIED = False
@@ -150,6 +154,19 @@ def _ddp_accepts_cpu_sync_batch_norm(check):
 
     wrapper.__mrcl_compat__ = True
     return wrapper
+
+
+def python_drop_path_rates(module: torch.nn.Module) -> None:
+    """mmpretrain's ``VisionTransformer`` gives each layer's mmcv
+    ``DropPath`` its rate as a numpy float (``np.linspace``), which dynamo
+    traces as a tensor, so that mmcv's ``if drop_prob == 0.`` breaks the
+    compiled graph in every layer ("Detected data-dependent branching ...
+    drop.py, line 18, in drop_path"). Make each such rate the same Python
+    float, in ``module`` only."""
+    from mmcv.cnn.bricks.drop import DropPath
+    for m in module.modules():
+        if isinstance(m, DropPath) and isinstance(m.drop_prob, np.generic):
+            m.drop_prob = float(m.drop_prob)
 
 
 def apply() -> None:

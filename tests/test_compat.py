@@ -289,3 +289,31 @@ def test_plugin_imagenet_dataset_config_has_the_override(repo_root):
     cfg = Config.fromfile(
         str(repo_root / 'configs/_base_/datasets/imagenet_bs64_mrcl.py'))
     assert cfg.train_dataloader.collate_fn == dict(type='default_collate')
+
+
+def _graph_breaks(layer, x):
+    import torch._dynamo
+    torch._dynamo.reset()
+    return torch._dynamo.explain(layer)(x).graph_break_count
+
+
+def test_numpy_drop_path_rate_breaks_the_compiled_graph():
+    """mmpretrain's ViT layers get numpy drop-path rates: dynamo breaks the
+    graph at mmcv's ``drop_prob == 0.`` in every layer, until
+    :func:`compat.python_drop_path_rates` makes them Python floats (the
+    same values: the layer computes the same)."""
+    from mmpretrain.models import VisionTransformer
+    vit = VisionTransformer(arch=dict(embed_dims=16, num_layers=2,
+                                      num_heads=2, feedforward_channels=32),
+                            img_size=8, patch_size=4, drop_path_rate=0.1)
+    layer = vit.layers[1]
+    drop = layer.ffn.dropout_layer
+    assert isinstance(drop.drop_prob, np.floating)
+    x = torch.randn(2, 5, 16)
+    assert _graph_breaks(layer, x) > 0
+    compat.python_drop_path_rates(vit)
+    assert type(drop.drop_prob) is float and drop.drop_prob == 0.1
+    assert _graph_breaks(layer, x) == 0
+    layer.eval()
+    torch.testing.assert_close(torch.compile(layer, backend='eager')(x),
+                               layer(x))

@@ -78,30 +78,35 @@ BASE_ALGORITHM = dict(LatentCrossCorrelationHead='BarlowTwins',
                       MoCoV3Head='MoCoV3')
 
 
-def parse_args():
-    p = argparse.ArgumentParser(
-        description=__doc__.split('\n\n')[0],
-        formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument('config', nargs='?', default=CONFIG,
-                   help=f'an MRCL training config (default {CONFIG})')
+def add_step_arguments(p, config=CONFIG, batch=8):
+    """The config, its size overrides, the batch, device and precision."""
+    p.add_argument('config', nargs='?', default=config,
+                   help=f'an MRCL training config (default {config})')
     p.add_argument('--arch', help="VisionTransformer arch ('b', 'deit-tiny', "
                    "...; default the config's)")
     p.add_argument('--img-size', type=int, help="default the config's")
     p.add_argument('--patch-size', type=int, help="default the config's")
-    p.add_argument('--batch', type=int, default=8,
-                   help='images per step, two views each (default 8)')
-    p.add_argument('--warmup', type=int, default=1)
-    p.add_argument('--iters', type=int, default=5,
-                   help='timed rounds (0: no timing)')
+    p.add_argument('--cfg-options', nargs='+', action=DictAction, default={},
+                   help='overrides of the config (before the baseline is '
+                   'derived), e.g. model.decoder.decoder_depth=4')
+    p.add_argument('--batch', type=int, default=batch,
+                   help=f'images per step, two views each (default {batch})')
     p.add_argument('--device', default='cpu', choices=['cpu', 'cuda'])
     p.add_argument('--amp', default='none', choices=['none', 'fp16', 'bf16'],
                    help='CUDA: AmpOptimWrapper in fp16/bf16; CPU: bf16 '
                    'autocast (CPUBF16OptimWrapper)')
-    p.add_argument('--with-r0', action='store_true')
-    p.add_argument('--cfg-options', nargs='+', action=DictAction, default={},
-                   help='overrides of the config (before the baseline is '
-                   'derived), e.g. model.decoder.decoder_depth=4')
     p.add_argument('--threads', type=int, help='torch intra-op threads')
+
+
+def parse_args():
+    p = argparse.ArgumentParser(
+        description=__doc__.split('\n\n')[0],
+        formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_step_arguments(p)
+    p.add_argument('--warmup', type=int, default=1)
+    p.add_argument('--iters', type=int, default=5,
+                   help='timed rounds (0: no timing)')
+    p.add_argument('--with-r0', action='store_true')
     p.add_argument('--mem-iters', type=int, default=2)
     p.add_argument('--no-memory', action='store_true')
     p.add_argument('--no-flops', action='store_true')

@@ -81,6 +81,17 @@ class MRCLViT(MAEViT):
                 f'{row}, expected exactly {count} (mask_ratio '
                 f'{self.mask_ratio})')
 
+    # Eager under torch.compile (tools/train.py --compile): a generator is
+    # any Python (BEiT's is numpy) and the check is data-dependent, and
+    # inductor's own RNG would draw other masks than eager for a seed.
+    @torch.compiler.disable
+    def draw_mask(self, batch_size: int, device) -> torch.Tensor:
+        """A new (B, N) bool mask from the mask generator, checked."""
+        mask = self.mask_generator(batch_size, self.patch_resolution,
+                                   self.mask_ratio, device)
+        self._check_mask(mask, batch_size)
+        return mask
+
     def forward(
         self,
         x: torch.Tensor,
@@ -105,9 +116,7 @@ class MRCLViT(MAEViT):
             return super().forward(x, mask=None)
         B = x.shape[0]
         if mask is True:
-            mask = self.mask_generator(B, self.patch_resolution,
-                                       self.mask_ratio, x.device)
-            self._check_mask(mask, B)
+            mask = self.draw_mask(B, x.device)
         # Visible tokens first, in raster order; stable so ids are exact.
         ids_shuffle = torch.argsort(mask.to(torch.uint8), dim=1, stable=True)
         ids_restore = torch.argsort(ids_shuffle, dim=1)
