@@ -59,7 +59,6 @@ else
     fi
     step "installing mmcv from $WHEELS"
     $PIP install -q --no-deps --force-reinstall "$WHEELS"/mmcv-*.whl
-    mmcv_ok || { echo "error: the mmcv wheel in $WHEELS is not a build with $MMCV_OPS ops: remove $WHEELS and run again" >&2; exit 1; }
 fi
 
 step "OpenMMLab stack (mmengine, mmpretrain, mmseg, mmdet) and pinned deps"
@@ -82,6 +81,9 @@ if [ -L "$SITE/mrcl_plugin" ]; then rm "$SITE/mrcl_plugin"; fi
 $PIP install -q --no-deps --no-build-isolation -e .
 
 step "checking the stack imports and mmcv's compiled ops load"
+# Here, not right after installing the wheel: mmcv imports mmengine, which
+# is only installed above.
+mmcv_ok || { echo "error: the mmcv wheel in ${WHEELS:-.venv} is not a build with $MMCV_OPS ops: remove it and run again" >&2; exit 1; }
 $VENV/bin/python - <<'PY'
 import torch, torchvision, mmcv, mmcv.ops, mmengine, mmpretrain, mmseg, mmdet, mrcl_plugin
 print('torch', torch.__version__, '| torchvision', torchvision.__version__, '| mmcv', mmcv.__version__,
