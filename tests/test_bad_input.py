@@ -531,11 +531,11 @@ def test_evaluate_missing_data_folder(tmp_path, classifier_ckpt):
 def test_evaluate_needs_a_classifier_checkpoint_and_config(tmp_path):
     """A pretraining checkpoint or config where a benchmark's belongs."""
     mrcl = tmp_path / 'mrcl.pth'
-    torch.save(dict(meta=dict(cfg="model = dict(type='MRCL')"),
+    torch.save(dict(meta=dict(cfg="model = dict(type='MRBarlowTwins')"),
                     state_dict={}), mrcl)
     assert evaluate(tmp_path / 'w', mrcl) == (
-        f'error: load_from {mrcl}: a checkpoint of another model (MRCL), '
-        'this config tests ImageClassifier')
+        f'error: load_from {mrcl}: a checkpoint of another model '
+        '(MRBarlowTwins), this config tests ImageClassifier')
     assert evaluate(tmp_path / 'w', mrcl, config=SMALL_CIFAR) == (
         f'error: {SMALL_CIFAR} has no test_dataloader (test a benchmark '
         'config, not a pretraining one)')
