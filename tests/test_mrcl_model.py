@@ -187,3 +187,33 @@ def test_cpu_bf16_optim_wrapper_autocasts_the_forward_only():
                for v in log_vars.values())
     assert weight.dtype == torch.float32
     assert not torch.equal(before, weight)
+
+
+def test_cpu_bf16_optim_wrapper_chooses_the_attention_kernel():
+    """The math kernel by default (torch's CPU flash kernel is slower in
+    bf16), flash on request; both give the same loss to bf16 precision, and
+    a kernel the CPU lacks is refused by its config key."""
+    from mmpretrain.registry import OPTIM_WRAPPERS
+    model = build(mrcl_cfg())
+    views = two_views(4)
+
+    def loss_and_kernel(**kwargs):
+        wrapper = OPTIM_WRAPPERS.build(dict(
+            type='CPUBF16OptimWrapper', **kwargs,
+            optimizer=torch.optim.SGD(model.parameters(), lr=0.)))
+        torch.manual_seed(0)  # the same masks
+        with wrapper.optim_context(model):
+            flash = torch.backends.cuda.flash_sdp_enabled()
+            loss = sum(model.loss(views, None).values())
+        return loss.item(), flash
+
+    math, math_flash = loss_and_kernel()
+    flash, flash_flash = loss_and_kernel(sdpa_backend='flash_attention')
+    default, _ = loss_and_kernel(sdpa_backend=None)
+    assert (math_flash, flash_flash) == (False, True)
+    assert torch.backends.cuda.flash_sdp_enabled()  # restored on exit
+    assert math == pytest.approx(flash, rel=2e-2)
+    assert default == flash
+    with pytest.raises(ValueError, match='optim_wrapper.sdpa_backend'):
+        loss_and_kernel(sdpa_backend='cudnn_attention')
+

@@ -95,6 +95,12 @@ def add_step_arguments(p, config=CONFIG, batch=8):
     p.add_argument('--amp', default='none', choices=['none', 'fp16', 'bf16'],
                    help='CUDA: AmpOptimWrapper in fp16/bf16; CPU: bf16 '
                    'autocast (CPUBF16OptimWrapper)')
+    p.add_argument('--sdpa-backend', default='math',
+                   choices=['math', 'flash_attention'],
+                   help="CPU bf16: CPUBF16OptimWrapper's attention kernel "
+                   "(default math, the wrapper's; flash_attention keeps no "
+                   'attention matrix, as a GPU kernel does: measure memory '
+                   'with it)')
     p.add_argument('--threads', type=int, help='torch intra-op threads')
 
 
@@ -182,7 +188,8 @@ def optim_cfg(cfg, args):
         optim['type'] = 'OptimWrapper'
         optim.pop('loss_scale', None)
     elif args.device == 'cpu':
-        optim['type'] = 'CPUBF16OptimWrapper'
+        optim.update(type='CPUBF16OptimWrapper',
+                     sdpa_backend=args.sdpa_backend)
     else:
         optim.update(type='AmpOptimWrapper', dtype=dict(
             fp16='float16', bf16='bfloat16')[args.amp])
@@ -350,7 +357,9 @@ def main():
     malloc = ' '.join(f'{k}={v}' for k, v in os.environ.items()
                       if k.startswith('MALLOC_')) or 'glibc defaults'
     print(f'step      : {args.batch} images x 2 views on {args.device}, '
-          f'{optim["type"]} ({args.amp if args.amp != "none" else "fp32"}), '
+          f'{optim["type"]} ({args.amp if args.amp != "none" else "fp32"}'
+          + (f', sdpa {args.sdpa_backend}' if 'sdpa_backend' in optim
+             else '') + '), '
           f'warm-up {args.warmup}, {args.iters} rounds, order rotated; '
           f'malloc {malloc}', flush=True)
 

@@ -1,8 +1,10 @@
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
+from typing import Optional
 
 import torch
 from mmengine.optim import OptimWrapper
 from mmpretrain.registry import OPTIM_WRAPPERS
+from torch.nn.attention import SDPBackend, sdpa_kernel
 
 
 @OPTIM_WRAPPERS.register_module()
@@ -19,18 +21,51 @@ class CPUBF16OptimWrapper(OptimWrapper):
     (what ``tools/train.py`` does there by itself): ``loss_scale`` and
     ``use_fsdp`` have nothing to do without fp16 gradients and are ignored;
     ``dtype`` must be bf16 (None, 'bfloat16' or ``torch.bfloat16``).
+
+    Args:
+        sdpa_backend (str, optional): the kernel of
+            ``F.scaled_dot_product_attention`` on a CPU, forward and
+            backward: ``'math'``, ``'flash_attention'``, or
+            None for torch's choice (flash). Default ``'math'``: torch
+            2.14's CPU flash kernel is slow in bf16, most of all its
+            backward at short sequences; with it a step of the small
+            SimCLR config (65 tokens, 64 images x 2 views) took 1.43 s
+            against 0.87 s with the math kernel, on a 2-core Xeon
+            (docs/speed.md, ``benchmark_train_step.py --sdpa-backend``).
+            The math kernel keeps each layer's attention matrix for the
+            backward, so ``'flash_attention'`` is the one to measure
+            memory with (a GPU's kernels keep none).
     """
 
     def __init__(self, *args, loss_scale=None, dtype=None, use_fsdp=False,
-                 **kwargs):
+                 sdpa_backend: Optional[str] = 'math', **kwargs):
         if dtype not in (None, 'bfloat16', torch.bfloat16):
             raise ValueError(
                 f'optim_wrapper.dtype = {dtype!r}: CPUBF16OptimWrapper runs '
                 'bf16 autocast only (None or bfloat16)')
+        if sdpa_backend not in (None, 'math', 'flash_attention'):
+            raise ValueError(
+                f'optim_wrapper.sdpa_backend = {sdpa_backend!r}: a CPU has '
+                "the 'math' and 'flash_attention' kernels (None: torch's "
+                'choice)')
+        self.sdpa_backend = sdpa_backend
         super().__init__(*args, **kwargs)
+
+    def attention_kernel(self):
+        """A context that runs attention with ``sdpa_backend``."""
+        if self.sdpa_backend is None:
+            return nullcontext()
+        return sdpa_kernel(getattr(SDPBackend, self.sdpa_backend.upper()))
 
     @contextmanager
     def optim_context(self, model: torch.nn.Module):
         with super().optim_context(model), torch.autocast(
-                'cpu', dtype=torch.bfloat16):
+                'cpu', dtype=torch.bfloat16), self.attention_kernel():
             yield
+
+    def backward(self, loss: torch.Tensor, **kwargs) -> None:
+        # a checkpointed block recomputes its forward here, and must meet
+        # the kernel its forward met (torch.utils.checkpoint restores the
+        # autocast state, not the attention kernel)
+        with self.attention_kernel():
+            super().backward(loss, **kwargs)
