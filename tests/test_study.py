@@ -124,21 +124,21 @@ def test_long_preset_order_and_stall_rule():
         'simclr_baseline_s0', 'simclr_mrcl_r0.2_a0.01_l0.01_s0',
         'barlowtwins_baseline_s0', 'barlowtwins_mrcl_r0.2_a10_l10_s0'
     ]
-    assert len(names) == 3 + 12 and preset.iters == 1300
+    assert len(names) == 3 + 12 and preset.iters == 390
     cfg = run_config(planned_runs(preset, [])[3], preset, 'w')
-    assert cfg.resume and cfg.default_hooks.checkpoint.interval == 130
+    assert cfg.resume and cfg.default_hooks.checkpoint.interval == 65
     knn = [h for h in cfg.custom_hooks if h['type'] == 'KNNHook']
     assert [(h['interval'], h['bank_per_class'], h['query_per_class'])
-            for h in knn] == [(130, 200, 200)]
+            for h in knn] == [(65, 100, 100)]
 
     def row(variant, method, iters):
         return dict(variant=variant, method=method, seed=0., iters=iters)
 
     # one arm stopped: the plan stands
-    rows = [row('barlowtwins', 'baseline', 650.)]
+    rows = [row('barlowtwins', 'baseline', 195.)]
     assert [r.name for r in planned_runs(preset, rows)] == names
     # both stopped at seed 0: Barlow Twins' later seeds go to SimCLR's
-    rows.append(row('barlowtwins', 'mrcl', 650.))
+    rows.append(row('barlowtwins', 'mrcl', 195.))
     now = [r.name for r in planned_runs(preset, rows)]
     assert not [n for n in now if n.startswith('barlowtwins') and
                 not n.endswith('_s0')]
@@ -249,3 +249,17 @@ def test_micro_long_study_resumes_stalls_and_plots(tmp_path, mrcl_data_env,
         pytest.approx(expected)
     assert 'the stall rule stopped `barlowtwins_baseline_s0` at ' \
         'iteration 1' in text
+
+
+def test_plan_times_whole_iterations_loading_included():
+    """--plan's step time runs from one iteration's end to the next's, so
+    loading a batch in the main process (no loader workers) is counted."""
+    import time
+
+    from budget import _StepTimes
+    times = _StepTimes()
+    times.after_train_iter(None, 0)
+    time.sleep(0.05)  # the next batch loads before before_train_iter
+    times.before_train_iter(None, 1)
+    times.after_train_iter(None, 1)
+    assert len(times.times) == 1 and times.times[0] >= 0.05

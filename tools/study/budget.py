@@ -23,17 +23,20 @@ from mrcl_plugin.evaluation import knn_eval
 
 
 class _StepTimes(Hook):
-    """Wall-clock time of each training iteration."""
+    """Wall-clock time of each training iteration, from the end of one to
+    the end of the next: loading its batch included (in the main process
+    with no loader workers), which ``before_train_iter`` would miss."""
 
     def __init__(self):
         self.times: List[float] = []
-
-    def before_train_iter(self, runner, batch_idx, data_batch=None):
-        self.start = time.perf_counter()
+        self.last = None
 
     def after_train_iter(self, runner, batch_idx, data_batch=None,
                          outputs=None):
-        self.times.append(time.perf_counter() - self.start)
+        now = time.perf_counter()
+        if self.last is not None:
+            self.times.append(now - self.last)
+        self.last = now
 
 
 def measure(preset: Preset, runs: List[Run], iters: int = 20,
@@ -56,7 +59,7 @@ def measure(preset: Preset, runs: List[Run], iters: int = 20,
             times = _StepTimes()
             runner.register_hook(times)
             runner.train()
-            step_s[arm] = median(times.times[warmup:])
+            step_s[arm] = median(times.times[warmup - 1:])
             log(f'[plan] {run.variant} {run.method}: '
                 f'{step_s[arm]:.3f} s/iteration (median of {iters})')
         model = runner.model.eval()
