@@ -253,15 +253,27 @@ def mrcl_backbone(ckpt: Dict[str, Any],
                  if types else 'it has no config in its meta')
         raise CheckpointError(
             path, f'not an MRCL checkpoint: no MRCL model ({found})')
+    backbone = backbone_tensors(state, path, 'not an MRCL checkpoint')
+    return backbone, encoder_meta(backbone, ckpt)
+
+
+def backbone_tensors(state: Dict[str, torch.Tensor], path: str,
+                     what: str) -> Dict[str, torch.Tensor]:
+    """The ``backbone.`` tensors of a state dict, the prefix removed.
+
+    Raises:
+        CheckpointError: a ViT key is missing; the message starts with
+            ``what`` and names the key.
+    """
     backbone = {
         k[len(BACKBONE_PREFIX):]: v
         for k, v in state.items() if k.startswith(BACKBONE_PREFIX)
     }
     missing = [k for k in VIT_KEYS if k not in backbone]
     if missing:
-        raise CheckpointError(
-            path, f'not an MRCL checkpoint: no {BACKBONE_PREFIX}{missing[0]}')
-    return backbone, encoder_meta(backbone, ckpt)
+        raise CheckpointError(path,
+                              f'{what}: no {BACKBONE_PREFIX}{missing[0]}')
+    return backbone
 
 
 def encoder_meta(backbone: Dict[str, torch.Tensor], ckpt: Dict) -> Dict:

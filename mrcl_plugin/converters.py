@@ -23,9 +23,9 @@ from typing import Any, Dict, List, Tuple
 import torch
 
 from .checkpoint import (BACKBONE_PREFIX, VIT_KEYS, CheckpointError,
-                         atomic_path, config_values, encoder_meta,
-                         key_mismatches, load_checkpoint_file, model_types,
-                         mrcl_backbone, saved_config)
+                         atomic_path, backbone_tensors, config_values,
+                         encoder_meta, key_mismatches, load_checkpoint_file,
+                         model_types, mrcl_backbone, saved_config)
 
 ARCH_KEYS = ('embed_dims', 'num_layers', 'num_heads', 'feedforward_channels')
 
@@ -94,15 +94,9 @@ def pretrained_encoder(ckpt: Dict, path: str) -> Tuple[Dict, Dict, Dict]:
     if 'state_dict' not in ckpt and isinstance(ckpt.get('model'), dict):
         return _mae_release(ckpt['model'], path)
     if any(t.rsplit('.', 1)[-1] == 'MAE' for t in model_types(ckpt)):
-        backbone = {
-            k[len(BACKBONE_PREFIX):]: v
-            for k, v in ckpt['state_dict'].items()
-            if k.startswith(BACKBONE_PREFIX)
-        }
-        if not all(k in backbone for k in VIT_KEYS):
-            raise CheckpointError(
-                path, 'an mmpretrain MAE checkpoint without a ViT encoder '
-                f'(no {BACKBONE_PREFIX}{VIT_KEYS[0]} ...)')
+        backbone = backbone_tensors(
+            ckpt['state_dict'], path,
+            'an mmpretrain MAE checkpoint without a ViT encoder')
         meta = dict(encoder_meta(backbone, ckpt), variant='mae')
     else:
         backbone, meta = mrcl_backbone(ckpt, path)
