@@ -213,7 +213,8 @@ LONG_PRESET = replace(
     curve_bank_per_class=100,
     curve_query_per_class=100,
     stall_variants=('barlowtwins', ),
-    spare_seeds=(3, 4),
+    # the time of the Barlow Twins seed the rule skips buys one SimCLR seed
+    spare_seeds=(3, ),
     rationale=(
         'At 130 iterations (the section above) no claim held and Barlow '
         'Twins did not leave its random init; this preset asks whether a '
@@ -231,8 +232,15 @@ LONG_PRESET = replace(
         'the linear probe). The issue\'s rule for Barlow Twins is the stall '
         'rule: a Barlow Twins run whose curve at iteration 195 is within 2 '
         'binomial standard errors of its iteration-0 point stops there, '
-        'and once X and MR-X of a seed both stopped, the later Barlow Twins '
-        'seeds are replaced by SimCLR seeds 3 and 4.'))
+        'and its MR-Barlow Twins (trained next) stops at 195 too, so that '
+        'the two arms of a seed have the same budget; once a seed stopped, '
+        'the later Barlow Twins seeds are skipped and their time goes to '
+        'SimCLR: a fourth seed (3) of X and MR-X, what one skipped seed of '
+        'Barlow Twins costs. '
+        'The first MR-Barlow Twins run (seed 0) stopped at 195 under an '
+        'earlier rule that checked each run alone, while its Barlow Twins '
+        'had gone on to 390; the rule was mended then, and the run resumed '
+        'from its checkpoint at 195 and trained to 390.'))
 
 # A micro run's encoder: 2 layers at width 48; its decoder: 1 layer
 _TINY_ARCH = (

@@ -177,9 +177,12 @@ def curve_section(rows, preset, fig_dir: str, rel: str,
             claims.append(
                 f'- {NAMES[variant]}: the stall rule stopped '
                 + ', '.join(f'`{r["name"]}` at iteration {r["iters"]:.0f}'
-                            for r in stopped) + ': no farther above its '
-                'iteration-0 point than the stall margin; seeds after the '
-                'first seed at which X and MR-X both stopped were not run.')
+                            for r in stopped) + ': X no farther above '
+                'its iteration-0 point than the stall margin there, and its '
+                'MR-X stopped with it (the same budget for both arms); seeds '
+                'after the first seed at which both stopped were not run. '
+                f'Table 1\'s {NAMES[variant]} cells average these stopped '
+                'runs with the full ones, the same seeds in both arms.')
     plot_curves(panels, init, osp.join(fig_dir, 'learning_curves.png'))
     with open(osp.join(fig_dir, 'curves.csv'), 'w') as f:
         f.write('arm,iteration,mean,std,runs\n')

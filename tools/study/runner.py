@@ -1,6 +1,7 @@
 """Train and evaluate the runs of a study preset, one CSV row per finished
 run; runs already in the CSV are not trained again."""
 import json
+import math
 import os
 import os.path as osp
 import platform
@@ -178,9 +179,11 @@ def evaluate(model, cfg: Config, preset: Preset) -> Dict:
         knn_queries=len(queries[1]))
 
 
-def train_and_evaluate(run: Run, preset: Preset, work_root: str) -> Dict:
+def train_and_evaluate(run: Run, preset: Preset, work_root: str,
+                       rows: List[Dict] = ()) -> Dict:
     """Pretrain one run in this process (resuming from its last
-    checkpoint, with a curve) and evaluate its encoder: its CSV row."""
+    checkpoint, with a curve) and evaluate its encoder: its CSV row.
+    ``rows``: the runs finished before it, for the stall rule."""
     start = time.time()
     cfg = run_config(run, preset, osp.join(work_root, run.name))
     runner = Runner.from_cfg(cfg)
@@ -189,8 +192,7 @@ def train_and_evaluate(run: Run, preset: Preset, work_root: str) -> Dict:
         runner.model.init_weights()
     elif preset.curve_interval:
         curve = CurveHook(preset.curve_interval,
-                          stall_check=run.variant in preset.stall_variants,
-                          stall_margin=preset.stall_margin,
+                          **stall_rule(run, preset, rows),
                           queries=curve_queries(cfg, preset))
         runner.register_hook(curve)
         runner.train()
@@ -219,6 +221,23 @@ def train_and_evaluate(run: Run, preset: Preset, work_root: str) -> Dict:
     # with a curve, the training time of every session of the run
     row['wall_s'] = round(train_s + time.time() - trained, 1)
     return row
+
+
+def stall_rule(run: Run, preset: Preset, rows: List[Dict]) -> Dict:
+    """CurveHook's stall arguments for ``run``. X of a stall variant
+    decides for its seed: X checks itself, and MR-X (trained after it)
+    stops at the halfway point if and only if X stopped, so that the two
+    arms of a seed always have the same budget."""
+    if run.variant not in preset.stall_variants:
+        return dict(stall_check=False)
+    if run.method == 'baseline':
+        return dict(stall_check=True, stall_margin=preset.stall_margin)
+    x = [r for r in rows if r['variant'] == run.variant and
+         r['method'] == 'baseline' and int(r['seed']) == run.seed]
+    if not x:  # X not trained first: MR-X checks itself
+        return dict(stall_check=True, stall_margin=preset.stall_margin)
+    stopped = x[0]['iters'] < preset.iters
+    return dict(stall_check=stopped, stall_margin=math.inf)
 
 
 def curve_queries(cfg: Config, preset: Preset) -> int:
@@ -272,13 +291,12 @@ def run_study(preset: Preset, csv_path: str, work_root: str,
         if not left:
             break
         run, planned = left[0], left[1:]
-        row = train_and_evaluate(run, preset, work_root)
+        row = train_and_evaluate(run, preset, work_root, rows)
         rows.append(row)
         write_rows(csv_path, rows)
         if run.method != 'init' and row['iters'] < preset.iters:
             log(f'[study] {run.name} stopped at iteration '
-                f'{row["iters"]:.0f}: it had not left its random init '
-                '(the stall rule)')
+                f'{row["iters"]:.0f} (the stall rule)')
         left = todo()
         if left != planned:
             log(f'[study] the stall rule changed the plan: now '
