@@ -1,4 +1,4 @@
-"""``tools/train.py --compile`` (:class:`CompileHook`): compiled and eager
+"""``CompileHook`` in a config's ``custom_hooks``: compiled and eager
 steps give the same losses, the mask stays eager, and the checkpoints keep
 their keys.
 
@@ -22,8 +22,8 @@ from mmengine.optim import build_optim_wrapper
 from mmpretrain.models import MAEPretrainDecoder
 from mmpretrain.registry import MODELS
 from mmpretrain.structures import DataSample
-from mrcl_testing import (ROOT, build, logged_iterations,
-                          mrcl_cfg, run_tool, set_max_iters, train_command,
+from mrcl_testing import (ROOT, SMALL_CIFAR, build, logged_iterations,
+                          mrcl_cfg, set_max_iters, train_command,
                           train_env, two_views)
 
 from mrcl_plugin.checkpoint import load_checkpoint_file, saved_config
@@ -35,15 +35,19 @@ ITERS = 4  # mrcl_testing.TINY_TRAIN_OPTIONS, a checkpoint at 2 and 4
 
 @pytest.fixture(scope='module')
 def runs(tmp_path_factory):
-    """The small config at tiny sizes, eager and ``--compile aot_eager``,
-    side by side (one core each)."""
+    """The small config at tiny sizes, eager and with ``CompileHook``
+    (aot_eager) appended to its custom_hooks, side by side (one core
+    each)."""
     root = tmp_path_factory.mktemp('compile')
     env = dict(train_env(), OMP_NUM_THREADS='1')
+    cfg = Config.fromfile(ROOT / SMALL_CIFAR)
+    cfg.custom_hooks.append(dict(type='CompileHook', backend='aot_eager'))
+    cfg.dump(root / 'compiled.py')
 
     def train(name):
-        extra = ('--compile', 'aot_eager') if name == 'compiled' else ()
+        config = root / 'compiled.py' if name == 'compiled' else SMALL_CIFAR
         proc = subprocess.run(
-            train_command(root / name, *extra), cwd=ROOT, env=env,
+            train_command(root / name, config=config), cwd=ROOT, env=env,
             capture_output=True, text=True, timeout=600)
         assert proc.returncode == 0, proc.stderr[-3000:]
         return name, root / name
@@ -122,12 +126,11 @@ def test_compile_modules_needs_a_module_to_compile():
         compile_modules(decoder, ('MRCLViT', ))
 
 
-def test_train_refuses_an_unknown_backend(tmp_path, capsys):
-    argv = train_command(tmp_path, '--compile', 'inductr')[2:]
-    assert run_tool('train.py', argv) == '2'
-    err = capsys.readouterr().err
-    assert '--compile inductr: not a torch.compile backend (one of' in err
-    assert 'inductor' in err.splitlines()[-1]
+def test_hook_refuses_an_unknown_backend():
+    from mrcl_plugin.engine.hooks import CompileHook
+    with pytest.raises(ValueError, match=r"CompileHook.backend = 'inductr': "
+                       r'not a torch.compile backend \(one of .*inductor'):
+        CompileHook(backend='inductr')
 
 
 

@@ -36,13 +36,6 @@ def parse_args():
         help='mixed-precision training: fp16 with loss scaling on a GPU, '
         'bf16 autocast on a CPU (fast where it has avx512_bf16 or AMX)')
     parser.add_argument(
-        '--compile',
-        nargs='?',
-        const='inductor',
-        metavar='BACKEND',
-        help='torch.compile the encoder and the decoder (CompileHook; '
-        'default backend inductor); the first iterations compile them')
-    parser.add_argument(
         '--auto-scale-lr',
         action='store_true',
         help='scale the lr by the actual batch size over the config\'s '
@@ -59,10 +52,6 @@ def parse_args():
         help='job launcher')
     parser.add_argument('--local_rank', '--local-rank', type=int, default=0)
     args = parser.parse_args()
-    if args.compile and args.compile not in torch.compiler.list_backends(
-            exclude_tags=()):
-        parser.error(f'--compile {args.compile}: not a torch.compile backend '
-                     f'(one of {", ".join(torch.compiler.list_backends())})')
     if 'LOCAL_RANK' not in os.environ:
         os.environ['LOCAL_RANK'] = str(args.local_rank)
     return args
@@ -132,9 +121,6 @@ def main():
     if args.amp:
         cfg.optim_wrapper.type = 'AmpOptimWrapper'
         cfg.optim_wrapper.setdefault('loss_scale', 'dynamic')
-    if args.compile:
-        cfg.setdefault('custom_hooks', []).append(
-            dict(type='CompileHook', backend=args.compile))
     if args.resume == 'auto':
         cfg.resume, cfg.load_from = True, None
     elif args.resume is not None:

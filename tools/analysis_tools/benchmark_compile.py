@@ -1,8 +1,8 @@
-"""Eager against compiled train steps of an MRCL config (``--compile``).
+"""Eager against compiled train steps of an MRCL config (``CompileHook``).
 
 Trains the config's model twice from the same seed for ``--iters`` steps on
 one fixed batch of two uint8 views: eagerly, then with the encoder and the
-decoder compiled in place as ``tools/train.py --compile`` does
+decoder compiled in place as ``CompileHook`` does
 (:func:`mrcl_plugin.engine.hooks.compile_hook.compile_modules`; the masks
 are drawn eagerly, so both runs see the same ones), and prints
 

@@ -1,13 +1,15 @@
 """``torch.compile`` for the modules that hold a step's FLOPs."""
 from typing import Sequence
 
+import torch
+
 from mmengine.hooks import Hook
 from mmengine.model import is_model_wrapper
 from mmpretrain.registry import HOOKS
 
 from ...compat import python_drop_path_rates
 
-COMPILED_TYPES = ('MRCLViT', 'MAEPretrainDecoder')
+COMPILED_TYPES = ('MRCLViT', 'MAEPretrainDecoder', 'CheckpointedMAEDecoder')
 
 
 @HOOKS.register_module()
@@ -35,6 +37,12 @@ class CompileHook(Hook):
 
     def __init__(self, types: Sequence[str] = COMPILED_TYPES,
                  **compile_cfg) -> None:
+        backend = compile_cfg.get('backend', 'inductor')
+        known = torch.compiler.list_backends(exclude_tags=())
+        if not callable(backend) and backend not in known:
+            raise ValueError(
+                f'CompileHook.backend = {backend!r}: not a torch.compile '
+                f'backend (one of {", ".join(known)})')
         self.types = tuple(types)
         self.compile_cfg = compile_cfg
 

@@ -81,7 +81,7 @@ class MRCLViT(MAEViT):
                 f'{row}, expected exactly {count} (mask_ratio '
                 f'{self.mask_ratio})')
 
-    # Eager under torch.compile (tools/train.py --compile): a generator is
+    # Eager under torch.compile (CompileHook): a generator is
     # any Python (BEiT's is numpy) and the check is data-dependent, and
     # inductor's own RNG would draw other masks than eager for a seed.
     @torch.compiler.disable
