@@ -230,11 +230,9 @@ def stall_rule(run: Run, preset: Preset, rows: List[Dict]) -> Dict:
     arms of a seed always have the same budget."""
     if run.variant not in preset.stall_variants:
         return dict(stall_check=False)
-    if run.method == 'baseline':
-        return dict(stall_check=True, stall_margin=preset.stall_margin)
     x = [r for r in rows if r['variant'] == run.variant and
          r['method'] == 'baseline' and int(r['seed']) == run.seed]
-    if not x:  # X not trained first: MR-X checks itself
+    if run.method == 'baseline' or not x:  # X, or MR-X trained first
         return dict(stall_check=True, stall_margin=preset.stall_margin)
     stopped = x[0]['iters'] < preset.iters
     return dict(stall_check=stopped, stall_margin=math.inf)

@@ -2,7 +2,6 @@
 from typing import Sequence
 
 import torch
-
 from mmengine.hooks import Hook
 from mmengine.model import is_model_wrapper
 from mmpretrain.registry import HOOKS
