@@ -93,6 +93,8 @@ def _pretrain(config: Path, work: Path, data_root: Path, iters: int,
         'train_dataloader.num_workers': 0,
         'train_dataloader.persistent_workers': False,
         'default_hooks.checkpoint.interval': iters,
+        # one name a Runner: tests/mrcl_testing.py:experiment_name
+        'experiment_name': f'fixture_{work.name}',
         **overrides
     })
     # no kNN evaluation (tests/test_knn.py has it); the other hooks stay
@@ -105,7 +107,7 @@ def _pretrain(config: Path, work: Path, data_root: Path, iters: int,
 def mrcl_checkpoint(tmp_path_factory, data_root) -> Path:
     return _pretrain(
         SMALL_CIFAR_CONFIG, tmp_path_factory.mktemp('mrcl_pretrain'),
-        data_root, 4, experiment_name='mrcl_checkpoint_fixture')
+        data_root, 4)
 
 
 @pytest.fixture(scope='session')

@@ -1,6 +1,7 @@
 """Small builders shared by the MRCL tests: real CIFAR-10 views and tiny
 models (ViT width 64, 32 px images in 4 px patches, 64 patches)."""
 import copy
+import itertools
 import json
 import os
 import runpy
@@ -165,10 +166,28 @@ TINY_TRAIN_OPTIONS = dict({
 })
 
 
+_RUNNERS = itertools.count()
+
+
+def experiment_name(tag: str = 'test') -> str:
+    """A Runner ``experiment_name`` no other Runner of this test process
+    has. mmengine keys its global ``Visualizer``, ``MessageHub`` and logger
+    by the experiment name, ``<config>_<timestamp>`` by default with a
+    one-second timestamp: two Runners of one config started in the same
+    second of one process share the first one's visualizer, and the second
+    run's ``vis_data`` lands in the first one's folder. A real process
+    starts one Runner; the tests start hundreds, so every in-process Runner
+    gets its own name."""
+    return f'{tag}_{next(_RUNNERS)}'
+
+
 def train_command(work_dir, *extra, config=SMALL_CIFAR, **options) -> list:
     """``python tools/train.py CONFIG --work-dir W [extra] --cfg-options``
-    with :data:`TINY_TRAIN_OPTIONS` updated by ``options``."""
-    opts = dict(TINY_TRAIN_OPTIONS, **options)
+    with :data:`TINY_TRAIN_OPTIONS` updated by ``options``, under an
+    :func:`experiment_name` of its own (tools/train.py runs in the test
+    process in :func:`run_tool`)."""
+    opts = dict(TINY_TRAIN_OPTIONS, experiment_name=experiment_name('train'),
+                **options)
     return [
         sys.executable, 'tools/train.py', str(config), '--work-dir',
         str(work_dir), *map(str, extra), '--cfg-options',

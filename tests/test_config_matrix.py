@@ -35,8 +35,8 @@ from mmengine.config import Config
 
 import mrcl_plugin  # noqa: F401
 from mrcl_plugin.converters import to_mmpretrain
-from mrcl_testing import (DATA, ROOT, cfg_options, mim_finds, run_tool,
-                          write_stl10)
+from mrcl_testing import (DATA, ROOT, cfg_options, experiment_name,
+                          mim_finds, run_tool, write_stl10)
 
 CONFIGS = ROOT / 'configs'
 PRETRAIN = sorted((CONFIGS / 'mrcl').glob('*.py')) + sorted(
@@ -147,7 +147,8 @@ def options(config: Path, stl10_root: Path, encoder: Path = None,
     cfg = Config.fromfile(str(config))
     changed = shrink(cfg, stl10_root, encoder)
     changed.merge_from_dict(extra)
-    return cfg_options(cfg.to_dict(), changed.to_dict())
+    return [*cfg_options(cfg.to_dict(), changed.to_dict()),
+            f'experiment_name={experiment_name("matrix")}']
 
 
 # -- fixtures -----------------------------------------------------------------

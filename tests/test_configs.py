@@ -11,6 +11,7 @@ from mmengine.registry import init_default_scope
 import mrcl_plugin  # noqa: F401
 from mrcl_plugin.checkpoint import MRCL_CLASSES, mrcl_variant
 from mrcl_plugin.models import MRCL
+from mrcl_testing import experiment_name
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFIGS = sorted(
@@ -110,6 +111,7 @@ def test_small_config_trains_with_falling_loss(path, tmp_path):
     cfg = Config.fromfile(str(path))
     cfg.merge_from_dict({
         'work_dir': str(tmp_path),
+        'experiment_name': experiment_name('small'),
         'train_cfg.max_iters': 20,
         'train_dataloader.batch_size': 32,
         'train_dataloader.num_workers': 0,

@@ -11,6 +11,7 @@ from mmengine.runner import Runner
 from mrcl_plugin.checkpoint import CheckpointError
 from mrcl_plugin.evaluation import (balanced_subset, build_model,
                                     knn_eval, knn_top1, split_dataset)
+from mrcl_testing import experiment_name
 
 CONFIG = 'configs/mrcl/mrcl-barlowtwins_vit-tiny-p4_1xb64-coslr-300it_cifar10.py'  # noqa
 ITERS, INTERVAL = 5, 2  # the hook logs at 0 (before_train), 2, 4 and 5
@@ -25,6 +26,7 @@ def small_cifar_cfg(repo_root, data_root, work_dir, **options):
     cfg = Config.fromfile(str(repo_root / CONFIG))
     cfg.merge_from_dict(dict({
         'work_dir': str(work_dir),
+        'experiment_name': experiment_name('knn'),
         'train_dataloader.dataset.data_root': str(data_root / 'cls/cifar10'),
     }, **options))
     return cfg

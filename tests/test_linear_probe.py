@@ -9,6 +9,7 @@ from mmengine.runner import Runner
 
 from mrcl_plugin.checkpoint import CheckpointError, load_checkpoint_file
 from mrcl_plugin.converters import to_mmpretrain
+from mrcl_testing import experiment_name
 
 BENCHMARKS = 'configs/benchmarks/mmpretrain/'
 LINEAR = BENCHMARKS + 'vit-base-p16_8xb128-linear-coslr-100e_in1k.py'
@@ -54,6 +55,7 @@ def small_linear_probe(repo_root, data_root, encoder, work_dir, **changes):
     test = [dict(type='LoadImageFromFile'), dict(type='PackInputs')]
     cfg.merge_from_dict({
         'work_dir': str(work_dir),
+        'experiment_name': experiment_name('linear'),
         'model.backbone': dict(SMALL_VIT, frozen_stages=6),
         'model.backbone.init_cfg.checkpoint': str(encoder),
         'model.head': dict(in_channels=192, num_classes=10),

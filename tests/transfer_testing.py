@@ -7,6 +7,7 @@ from mmengine.config import Config
 from mmpretrain.models.utils import resize_pos_embed
 
 from mrcl_plugin.converters import to_mmpretrain
+from mrcl_testing import experiment_name
 
 ROOT = Path(__file__).resolve().parents[1]
 SEG_CONFIG = ROOT / (
@@ -37,6 +38,7 @@ def cpu_runner(cfg: Config, work_dir: Path, max_iters: int) -> Config:
     """No workers, no AMP, ``max_iters`` training iterations, validation
     only when asked (``runner.val()``)."""
     cfg.work_dir = str(work_dir)
+    cfg.experiment_name = experiment_name('transfer')
     cfg.launcher = 'none'
     cfg.env_cfg = dict(cudnn_benchmark=False,
                        dist_cfg=dict(backend='gloo'),
