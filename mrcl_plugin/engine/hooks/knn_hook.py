@@ -1,6 +1,6 @@
 """kNN top-1 of the encoder during pretraining, logged as ``knn/top1``."""
 import time
-from typing import Optional
+from typing import Callable, Optional
 
 from mmengine.dist import broadcast_object_list, is_main_process
 from mmengine.hooks import Hook
@@ -8,6 +8,28 @@ from mmengine.model import is_model_wrapper
 from mmpretrain.registry import HOOKS
 
 from ...evaluation.knn import knn_eval, split_dataset
+
+
+def bare_model(runner):
+    """The runner's model, out of its DDP (or other) wrapper."""
+    return runner.model.module if is_model_wrapper(
+        runner.model) else runner.model
+
+
+def evaluate_on_rank0(runner, evaluate: Callable):
+    """``evaluate(model)`` on rank 0 with the bare model in eval mode (its
+    mode restored after), the result sent to every rank."""
+    model = bare_model(runner)
+    result = [None]
+    if is_main_process():
+        was_training = model.training
+        model.eval()
+        try:
+            result[0] = evaluate(model)
+        finally:
+            model.train(was_training)
+    broadcast_object_list(result)
+    return result[0]
 
 
 @HOOKS.register_module()
@@ -83,20 +105,9 @@ class KNNHook(Hook):
 
     def evaluate(self, runner, step: int) -> float:
         """Evaluate now and log ``knn/top1`` at ``step``; returns it."""
-        model = runner.model.module if is_model_wrapper(
-            runner.model) else runner.model
-        result = [None]
         start = time.time()
-        if is_main_process():
-            was_training = model.training
-            model.eval()
-            try:
-                result[0] = knn_eval(model, self.data_root,
-                                     **self.eval_kwargs)['top1']
-            finally:
-                model.train(was_training)
-        broadcast_object_list(result)
-        top1 = result[0]
+        top1 = evaluate_on_rank0(runner, lambda model: knn_eval(
+            model, self.data_root, **self.eval_kwargs)['top1'])
         runner.message_hub.update_scalar('knn/top1', top1)
         runner.visualizer.add_scalars({'knn/top1': top1}, step=step,
                                       file_path=f'{runner.timestamp}.json')

@@ -1,0 +1,115 @@
+"""Dense k-NN mIoU of the encoder's patch tokens during pretraining,
+logged as ``dense/knn_b<block>_t<T>``."""
+import time
+from typing import Optional, Sequence
+
+from mmengine.hooks import Hook
+from mmpretrain.registry import HOOKS
+
+from ...evaluation.dense import (check_geometry, default_blocks, dense_knn,
+                                 load_seg_folder, patch_features, summarise)
+from .knn_hook import bare_model, evaluate_on_rank0
+
+
+@HOOKS.register_module()
+class DenseKNNHook(Hook):
+    """In-context retrieval mIoU (the Hummingbird protocol,
+    :mod:`mrcl_plugin.evaluation.dense`) of the current backbone's frozen
+    patch tokens every ``interval`` iterations and after the last, for each
+    block and temperature, ``folds``-fold over the images of a segmentation
+    folder; logged as ``dense/knn_b<block>_t<T>`` (mIoU %, the mean over
+    folds) the way :class:`KNNHook` logs ``knn/top1``: to the message hub,
+    the log and the visualizer's backends at step ``iter + 1``.
+
+    The folder is read once, before training (a missing folder, mask or a
+    mask of the wrong size stops the run then, not after its last
+    iteration). Under DDP rank 0 evaluates and sends the results to the
+    other ranks.
+
+    Args:
+        interval (int): iterations between evaluations.
+        data_root (str): a segmentation folder in mmseg's ADE20K layout
+            (``images/<split>``, ``annotations/<split>``).
+        splits (sequence of str): its splits, pooled. Defaults to
+            ('training', 'validation').
+        size (int, optional): the square size images are evaluated at;
+            defaults to the backbone's ``img_size`` (its native grid).
+        blocks (sequence of int, optional): 0-based blocks; defaults to the
+            middle one and the last (:func:`default_blocks`).
+        k (int): neighbours. Defaults to 30.
+        temperatures (sequence of float): softmax temperatures, each logged.
+            Defaults to (0.02, 0.07).
+        folds (int): cross-validation folds. Defaults to 5.
+        batch_size (int): of the feature extraction. Defaults to 64.
+        before_train (bool): evaluate before the first iteration too (step
+            ``iter``), so the curve starts at the initial weights.
+    """
+    priority = 'NORMAL'  # before LoggerHook, so the values are in its line
+
+    def __init__(self,
+                 interval: int,
+                 data_root: str,
+                 splits: Sequence[str] = ('training', 'validation'),
+                 size: Optional[int] = None,
+                 blocks: Optional[Sequence[int]] = None,
+                 k: int = 30,
+                 temperatures: Sequence[float] = (0.02, 0.07),
+                 folds: int = 5,
+                 batch_size: int = 64,
+                 before_train: bool = False) -> None:
+        if not (isinstance(interval, int) and interval > 0):
+            raise ValueError('DenseKNNHook interval must be a positive int, '
+                             f'got {interval!r}')
+        self.interval = interval
+        self.data_root = data_root
+        self.splits = tuple(splits)
+        self.size = size
+        self.blocks = blocks
+        self.knn_kwargs = dict(folds=folds, k=k,
+                               temperatures=tuple(temperatures))
+        self.batch_size = batch_size
+        self.eval_before_train = before_train
+
+    def before_train(self, runner) -> None:
+        backbone = bare_model(runner).backbone
+        if self.blocks is None:
+            self.blocks = default_blocks(len(backbone.layers))
+        size = self.size or backbone.img_size[0]
+        check_geometry(backbone, size, self.blocks)  # now, not at the end
+        self.data = load_seg_folder(self.data_root, size, self.splits)
+        if self.eval_before_train:
+            self.evaluate(runner, step=runner.iter)
+
+    def after_train_iter(self, runner, batch_idx: int, data_batch=None,
+                         outputs=None) -> None:
+        if (self.every_n_train_iters(runner, self.interval)
+                or self.is_last_train_iter(runner)):
+            self.evaluate(runner, step=runner.iter + 1)
+
+    def evaluate(self, runner, step: int) -> dict:
+        """Evaluate now and log each mIoU at ``step``; returns them."""
+        start = time.time()
+        mious = evaluate_on_rank0(runner, self.mious)
+        for key, value in mious.items():
+            runner.message_hub.update_scalar(key, value)
+        runner.visualizer.add_scalars(mious, step=step,
+                                      file_path=f'{runner.timestamp}.json')
+        runner.logger.info(
+            f'Iter(train) [{step}/{runner.max_iters}]  ' + '  '.join(
+                f'{k}: {v:.2f}' for k, v in mious.items()) +
+            f'  ({len(self.data.names)} images, '
+            f'{self.knn_kwargs["folds"]} folds, {time.time() - start:.0f} s)')
+        return mious
+
+    def mious(self, model) -> dict:
+        """{`dense/knn_b<block>_t<T>`: mIoU} of ``model`` now."""
+        patch = model.backbone.patch_embed.projection.stride[0]
+        feats = patch_features(model, self.data.images, self.blocks,
+                               self.batch_size)
+        mious = {}
+        for b in self.blocks:
+            areas = dense_knn(feats[b], self.data, patch, **self.knn_kwargs)
+            for t, fold_areas in areas.items():
+                mious[f'dense/knn_b{b}_t{t:g}'] = summarise(
+                    fold_areas, bootstrap=0)['miou']
+        return mious
