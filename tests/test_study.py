@@ -283,3 +283,42 @@ def test_stall_rule_gives_both_arms_of_a_seed_one_budget():
     assert stop['stall_check'] and stop['stall_margin'] == float('inf')
     assert stall_rule(runs['simclr', 'mrcl', 0], preset,
                       x_row(195)) == dict(stall_check=False)
+
+
+def test_micro_dense_study_runs_and_reports(tmp_path, mrcl_data_env):
+    """The dense preset at micro size: each run's row carries its dense
+    evaluation and its dense curve (what its DenseKNNHook logged), and the
+    report has the dense section and figure."""
+    preset, csv = PRESETS['micro-dense'], str(tmp_path / 'dense.csv')
+    work = tmp_path / 'runs'
+    rows = run_study(preset, csv, str(work), log=lambda _: None)
+    assert [r['name'] for r in rows] == [
+        'init_s0', 'simclr_baseline_s0', 'simclr_mrcl_r0.2_a0.01_l0.01_s0',
+        'simclr_mrcl_r0.2_a1_l1_c0_s0'
+    ]
+    keys = {f'knn_b{b}_t{t}' for b in (0, 1) for t in ('0.02', '0.07')} | \
+        {'linear_b0', 'linear_b1'}
+    for row in read_rows(csv, 'micro-dense'):
+        dense = json.loads(row['dense'])
+        assert set(dense) == keys
+        for result in dense.values():
+            assert 0 < result['low'] <= result['high'] < 100
+        if row['method'] == 'init':
+            continue
+        logged = {}
+        for path in (work / row['name']).glob('*/vis_data/scalars.json'):
+            for line in path.read_text().splitlines():
+                record = json.loads(line)
+                if 'dense/knn_b1_t0.02' in record:
+                    logged[record['step']] = record['dense/knn_b1_t0.02']
+        curve = json.loads(row['dense_curve'])
+        assert [step for step, _ in curve] == [0, 1, 2] == sorted(logged)
+        assert [p['dense/knn_b1_t0.02'] for _, p in curve] == \
+            pytest.approx([logged[s] for s in (0, 1, 2)], abs=0.01)
+    recon = rows[-1]
+    assert recon['contrastive_weight'] == 0 and recon['loss_contrastive'] == 0
+    text = write_report(csv, str(tmp_path / 'study.md'))
+    assert '# Dense features' in text and '| reconstruction alone' in text
+    assert 'MR-SimCLR against SimCLR, knn_b1_t0.02' in text
+    png = tmp_path / 'study' / 'dense_curves.png'
+    assert png.read_bytes()[:8] == b'\x89PNG\r\n\x1a\n'

@@ -17,8 +17,9 @@ from mmengine.hooks import Hook
 from mmengine.runner import Runner
 
 from presets import Preset, Run
-from runner import curve_queries, evaluate, planned_runs, run_config
+from runner import dense_root, evaluate, planned_runs, run_config
 
+from mrcl_plugin.engine.hooks import DenseKNNHook
 from mrcl_plugin.evaluation import knn_eval
 
 
@@ -70,6 +71,14 @@ def measure(preset: Preset, runs: List[Run], iters: int = 20,
                      query_per_class=preset.curve_query_per_class,
                      num_workers=preset.num_workers)
         point_s = time.perf_counter() - start
+        if preset.curve_interval and preset.dense_root:
+            hook = DenseKNNHook(1, dense_root(cfg, preset),
+                                size=preset.dense_size,
+                                folds=preset.dense_folds)
+            hook.before_train(runner)  # reads the folder once a run
+            start = time.perf_counter()
+            hook.mious(model)
+            point_s += time.perf_counter() - start
         start = time.perf_counter()
         evaluate(model, cfg, preset)
         eval_s = time.perf_counter() - start

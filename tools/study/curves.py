@@ -49,6 +49,9 @@ class CurveHook(Hook):
     the latter over ``queries``): it has not left its random init (the
     stall rule of issue 16). The decision is saved, so a resumed stalled
     run does not train on.
+
+    The figures a ``DenseKNNHook`` logged at the same step (``dense/*``)
+    are kept beside each point (:meth:`dense_curve`).
     """
     priority = 'LOW'
 
@@ -59,7 +62,7 @@ class CurveHook(Hook):
         self.stall_check = stall_check
         self.stall_margin = stall_margin
         self.queries = queries
-        self.state = dict(points=[], stalled_at=None)
+        self.state = dict(points=[], stalled_at=None, dense=[])
 
     def before_train(self, runner) -> None:
         self.path = osp.join(runner.work_dir, STATE)
@@ -71,6 +74,8 @@ class CurveHook(Hook):
         earlier = next((p[2] for p in points if p[0] == start), 0.)
         self.clock = time.time() - earlier
         self.state['points'] = [p for p in points if p[0] < start]
+        self.state['dense'] = [p for p in self.state.get('dense', [])
+                               if p[0] < start]
         if (self.state['stalled_at'] or 0) > start:
             self.state['stalled_at'] = None
         self._record(runner, runner.iter)  # KNNHook's before_train point
@@ -105,9 +110,18 @@ class CurveHook(Hook):
     def curve(self) -> Curve:
         return [(step, top1) for step, top1, _ in self.state['points']]
 
+    def dense_curve(self) -> List[Tuple[int, Dict[str, float]]]:
+        """[(step, {'dense/...': mIoU})], at the points of :meth:`curve`."""
+        return [tuple(p) for p in self.state['dense']]
+
     def _record(self, runner, step: int) -> None:
-        top1 = runner.message_hub.get_scalar('knn/top1').current()
+        hub = runner.message_hub
+        top1 = hub.get_scalar('knn/top1').current()
         self.state['points'].append((step, round(top1, 2), self.train_s()))
+        dense = {k: round(v.current(), 2) for k, v in hub.log_scalars.items()
+                 if k.startswith('dense/')}
+        if dense:
+            self.state['dense'].append((step, dense))
         self._save()
 
     def _save(self) -> None:
@@ -159,7 +173,8 @@ def gap_verdict(base: Dict[int, Stat], mr: Dict[int, Stat]) -> str:
             f'{since[0]} on; {tail}')
 
 
-def plot_curves(panels, init: Optional[float], path: str) -> None:
+def plot_curves(panels, init: Optional[float], path: str,
+                ylabel: str = 'kNN top-1 (%)') -> None:
     """One panel per variant: ``panels`` is ``[(name, {label: (color,
     arm curve)})]``; mean lines with a +-1 std band, the random init
     dotted."""
@@ -183,7 +198,7 @@ def plot_curves(panels, init: Optional[float], path: str) -> None:
                        label='random init')
         ax.set_title(name)
         ax.set_xlabel('iteration')
-        ax.set_ylabel('kNN top-1 (%)')
+        ax.set_ylabel(ylabel)
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
     fig.tight_layout()

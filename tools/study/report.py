@@ -13,6 +13,7 @@ from typing import Dict, List, Tuple
 
 sys.path.insert(0, osp.dirname(osp.abspath(__file__)))  # its siblings
 from curves import arm_curve, gap_verdict, parse_curve, plot_curves  # noqa
+from dense_report import dense_section  # noqa: E402
 from presets import PRESETS  # noqa: E402
 from runner import StudyCSVError, read_rows  # noqa: E402
 
@@ -244,6 +245,11 @@ def write_report(csv_path: str, out_md: str) -> str:
     fig_dir = osp.splitext(out_md)[0]
     os.makedirs(fig_dir, exist_ok=True)
     rel = osp.basename(fig_dir)
+    if preset.dense_root:
+        lines = dense_section(rows, preset, csv_path, out_md, fig_dir, rel,
+                              stat, fmt, beats)
+        return _write(place_section(preset.name, '\n'.join(lines) + '\n',
+                                    out_md), out_md)
     total = sum(r['wall_s'] for r in every)
     seeds = sorted({int(r['seed']) for r in rows})
     init_rows = select(rows, method='init')
@@ -366,7 +372,11 @@ def write_report(csv_path: str, out_md: str) -> str:
         f'{r["loss_rec_unmasked"]:.3g} | {r["train_s"]:.0f} | '
         f'{r["wall_s"]:.0f} |' for r in every
     ]
-    text = place_section(preset.name, '\n'.join(lines) + '\n', out_md)
+    return _write(place_section(preset.name, '\n'.join(lines) + '\n',
+                                out_md), out_md)
+
+
+def _write(text: str, out_md: str) -> str:
     with open(out_md, 'w') as f:
         f.write(text)
     return text

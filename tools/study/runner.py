@@ -13,22 +13,26 @@ from mmengine.config import Config
 from mmengine.runner import Runner
 
 from curves import CurveHook, format_curve
-from presets import CONFIG, Preset, Run
+from presets import Preset, Run
 
 from mrcl_plugin.checkpoint import atomic_path
 from mrcl_plugin.evaluation import (balanced_subset, bank_and_query_features,
-                                    knn_top1, split_dataset)
+                                    dense_eval, knn_top1, load_seg_folder,
+                                    split_dataset)
 
 LOSSES = ('loss_contrastive', 'loss_rec_masked', 'loss_rec_unmasked')
 COLUMNS = ('preset', 'name', 'variant', 'method', 'mask_ratio', 'alpha',
            'lambd', 'seed', 'precision', 'iters', 'batch_size', *LOSSES,
            'knn_top1', 'linear_top1', 'knn_bank', 'knn_queries', 'train_s',
-           'wall_s', 'machine', 'overrides', 'knn_curve')
-# the header before knn_curve (tools/study/curves.py): still read
-LEGACY_COLUMNS = COLUMNS[:-1]
+           'wall_s', 'machine', 'overrides', 'knn_curve',
+           'contrastive_weight', 'dense', 'dense_curve')
+# Columns are only ever added at the end: a header that is a prefix of
+# COLUMNS down to this one is read, the missing cells at their defaults.
+FIRST_COLUMNS = COLUMNS[:COLUMNS.index('overrides') + 1]
+DEFAULTS = dict(contrastive_weight='1')
 NUMERIC = ('mask_ratio', 'alpha', 'lambd', 'seed', 'iters', 'batch_size',
            *LOSSES, 'knn_top1', 'linear_top1', 'knn_bank', 'knn_queries',
-           'train_s', 'wall_s')
+           'train_s', 'wall_s', 'contrastive_weight')
 
 
 class StudyCSVError(ValueError):
@@ -49,19 +53,22 @@ def read_rows(path: str, preset: Optional[str] = None) -> List[Dict]:
         return []
     with open(path, newline='') as f:
         lines = list(csv.reader(f))
-    if not lines or tuple(lines[0]) not in (COLUMNS, LEGACY_COLUMNS):
+    header = tuple(lines[0]) if lines else ()
+    if not (len(header) >= len(FIRST_COLUMNS) and
+            header == COLUMNS[:len(header)]):
         got = ','.join(lines[0])[:120] if lines else 'an empty file'
         raise StudyCSVError(
             f'{path}: not a study CSV of this tool (its first line is '
             f'{got!r}; expected {",".join(COLUMNS[:4])},...). Move it away '
             'or pass another --csv; it is left as it is')
-    rows, header = [], lines[0]
+    rows = []
     for number, line in enumerate(lines[1:], start=2):
         if len(line) != len(header):
             raise StudyCSVError(
                 f'{path}, line {number}: {len(line)} fields, expected '
                 f'{len(header)} (a truncated or hand-edited row?)')
-        row = dict(dict.fromkeys(COLUMNS, ''), **dict(zip(header, line)))
+        row = {**dict.fromkeys(COLUMNS, ''), **DEFAULTS,
+               **dict(zip(header, line))}
         try:
             row.update({k: float(row[k]) for k in NUMERIC})
         except ValueError as e:
@@ -106,7 +113,7 @@ def run_config(run: Run, preset: Preset, work_dir: str) -> Config:
     one: a KNNHook point on the curve subset and a checkpoint every
     ``curve_interval`` iterations, and ``resume`` from the work_dir's last
     checkpoint."""
-    cfg = Config.fromfile(CONFIG.format(variant=run.variant))
+    cfg = Config.fromfile(preset.config.format(variant=run.variant))
     workers, interval = preset.num_workers, preset.curve_interval
     cfg.merge_from_dict({
         **dict(preset.model_overrides),
@@ -136,6 +143,11 @@ def run_config(run: Run, preset: Preset, work_dir: str) -> Config:
             bank_per_class=preset.curve_bank_per_class,
             query_per_class=preset.curve_query_per_class,
             num_workers=workers))
+        if preset.dense_root:
+            cfg.custom_hooks.append(dict(
+                type='DenseKNNHook', interval=interval, before_train=True,
+                data_root=dense_root(cfg, preset), size=preset.dense_size,
+                folds=preset.dense_folds))
     warmup, cosine = cfg.param_scheduler
     warmup.end = cosine.begin = preset.warmup_iters
     cosine.end = preset.iters
@@ -162,16 +174,36 @@ def linear_probe(train, test, epochs: int) -> float:
         return (fc(xt).argmax(1) == yt).float().mean().item() * 100
 
 
+def dense_root(cfg: Config, preset: Preset) -> str:
+    """The preset's segmentation folder: ``dense_root`` in the sample-data
+    folder the config's training data lies in (``<data>/cls/<name>``)."""
+    data = osp.dirname(osp.dirname(osp.normpath(
+        cfg.train_dataloader.dataset.data_root)))
+    return osp.join(data, preset.dense_root)
+
+
 def evaluate(model, cfg: Config, preset: Preset) -> Dict:
     """kNN (k=20, T=0.07) and linear top-1 of the encoder's class tokens of
     the full train (bank) and test (queries) splits, or the preset's
-    per-class subsets."""
+    per-class subsets; with ``dense_root``, the dense evaluation of its
+    patch tokens (:func:`~mrcl_plugin.evaluation.dense_eval`, a JSON
+    cell)."""
     bank, queries = bank_and_query_features(
         model, cfg.train_dataloader.dataset.data_root,
         bank_per_class=preset.knn_per_class,
         query_per_class=preset.knn_test_per_class,
         num_workers=preset.num_workers)
+    dense = ''
+    if preset.dense_root:
+        data = load_seg_folder(dense_root(cfg, preset), preset.dense_size)
+        dense = json.dumps({
+            key: {k: round(v, 2) for k, v in result.items()}
+            for key, result in dense_eval(
+                model, data, folds=preset.dense_folds,
+                linear_epochs=preset.linear_epochs,
+                bootstrap=preset.dense_bootstrap).items()})
     return dict(
+        dense=dense,
         knn_top1=round(knn_top1(bank, queries), 2),
         linear_top1=round(
             linear_probe(bank, queries, preset.linear_epochs), 2),
@@ -217,7 +249,9 @@ def train_and_evaluate(run: Run, preset: Preset, work_root: str,
         train_s=round(train_s, 1),
         machine=machine(),
         overrides=json.dumps(run.overrides()),
-        knn_curve=format_curve(curve.curve()) if curve else '')
+        knn_curve=format_curve(curve.curve()) if curve else '',
+        dense_curve=json.dumps(curve.dense_curve()) if curve and
+        preset.dense_root else '')
     # with a curve, the training time of every session of the run
     row['wall_s'] = round(train_s + time.time() - trained, 1)
     return row
