@@ -318,7 +318,7 @@ def test_micro_dense_study_runs_and_reports(tmp_path, mrcl_data_env):
     recon = rows[-1]
     assert recon['contrastive_weight'] == 0 and recon['loss_contrastive'] == 0
     text = write_report(csv, str(tmp_path / 'study.md'))
-    assert '# Dense features' in text and '| reconstruction alone' in text
-    assert 'MR-SimCLR against SimCLR, knn_b1_t0.02' in text
+    assert '## Dense features' in text and '| reconstruction alone' in text
+    assert '| MR-SimCLR - SimCLR | +0.00 (0.00) within |' in text
     png = tmp_path / 'study' / 'dense_curves.png'
     assert png.read_bytes()[:8] == b'\x89PNG\r\n\x1a\n'

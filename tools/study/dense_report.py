@@ -46,6 +46,19 @@ def dense_metrics(rows: List[Dict]) -> List[str]:
                                        not k.startswith('knn'), k))
 
 
+def label(metric: str) -> str:
+    """'knn_b5_t0.02' -> 'kNN b5 T=0.02', 'linear_b5' -> 'linear b5'."""
+    return dict(rec_share='rec share %', knn_top1='global kNN').get(
+        metric, metric.replace('knn_', 'kNN ').replace('linear_', 'linear ')
+        .replace('_t', ' T='))
+
+
+def fmt(s) -> str:
+    """mean ± std (n), two decimals: dense mIoUs are a few points."""
+    return f'{s[0]:.2f} ± {s[1]:.2f} (n={s[2]})' if s[2] > 1 else \
+        f'{s[0]:.2f} (n=1)'
+
+
 def figures(row: Dict) -> Dict[str, float]:
     """{metric: value} of a run: its dense mIoUs, global kNN, share."""
     dense = {k: v['miou'] for k, v in json.loads(row['dense']).items()}
@@ -74,10 +87,9 @@ def comparisons(by_arm: Dict[str, List[Dict]],
 
 
 def dense_section(rows: List[Dict], preset: Preset, csv_path: str,
-                  out_md: str, fig_dir: str, rel: str, stat, fmt,
-                  beats) -> List[str]:
-    """The section's Markdown lines (``stat``, ``fmt`` and ``beats`` are
-    report.py's), and ``dense_curves.png`` in ``fig_dir``."""
+                  out_md: str, fig_dir: str, rel: str, stat) -> List[str]:
+    """The section's Markdown lines (``stat`` is report.py's), and
+    ``dense_curves.png`` in ``fig_dir``."""
     by_arm = arms(rows, preset)
     metrics = dense_metrics(rows)
     columns = ['rec_share', 'knn_top1', *metrics]
@@ -88,7 +100,7 @@ def dense_section(rows: List[Dict], preset: Preset, csv_path: str,
                json.loads(r['dense'])[m]['low']) / 2
               for r in rows for m in metrics]
     lines = [
-        '# Dense features: does MR-X keep what dense tasks need?', '',
+        '## Dense features: does MR-X keep what dense tasks need?', '',
         f'Preset `{preset.name}`: {len(rows)} runs of {preset.iters} '
         f'iterations at batch {preset.batch_size} on the Tiny-ImageNet '
         'sample (64 px, 8 px patches: `configs/mrcl/mrcl-*_vit-tiny-p8_'
@@ -105,24 +117,29 @@ def dense_section(rows: List[Dict], preset: Preset, csv_path: str,
         '', f'Re-run: `python tools/study/run.py --preset {preset.name}` then '
         f'`python tools/study/report.py {csv_path} --out {out_md}`.', '',
         *([preset.rationale, ''] if preset.rationale else []),
-        '## Per arm', '',
+        '### Per arm', '',
         'Mean ± seed std (n runs). mIoU in %; the bootstrap interval over '
         'query images of one run is ±'
         f'{sum(widths) / len(widths):.2f} points on average (95%, per run in '
         'the CSV). "rec share": the reconstruction terms\' share of the '
         'loss at the last iteration.', '',
-        '| arm | ' + ' | '.join(columns) + ' |',
+        '| arm | ' + ' | '.join(map(label, columns)) + ' |',
         '|---|' + '---|' * len(columns)]
     lines += [f'| {name} | ' + ' | '.join(fmt(s[m]) for m in columns) + ' |'
               for name, s in stats.items()]
+    compared = metrics + ['knn_top1']
+    table = ['| arm - reference | ' + ' | '.join(map(label, compared)) +
+             ' |', '|---|' + '---|' * len(compared)]
     claims = []
     for arm, ref in comparisons(by_arm, preset):
-        for m in metrics + ['knn_top1']:
-            held, how = beats(stats[arm][m], stats[ref][m])
-            lower, _ = beats(stats[ref][m], stats[arm][m])
-            word = 'above' if held else 'below' if lower else 'within'
-            claims.append(f'- {arm} against {ref}, {m}: {how}: {word}'
-                          f'{" the seed spread" if word == "within" else ""}.')
+        cells = []
+        for m in compared:
+            diff = stats[arm][m][0] - stats[ref][m][0]
+            spread = max(stats[arm][m][1], stats[ref][m][1])
+            word = ('**above**' if diff > spread else
+                    '**below**' if -diff > spread else 'within')
+            cells.append(f'{diff:+.2f} ({spread:.2f}) {word}')
+        table.append(f'| {arm} - {ref} | ' + ' | '.join(cells) + ' |')
     curves = {name: arm_curve([[(int(step), d[f'dense/{metrics[-2]}'])
                                 for step, d in json.loads(r['dense_curve'])]
                                for r in found if r['dense_curve']])
@@ -134,19 +151,23 @@ def dense_section(rows: List[Dict], preset: Preset, csv_path: str,
                 curves.items(), ARM_COLORS)})],
             stats.get('random init', {}).get(metrics[-2], (None, ))[0],
             osp.join(fig_dir, 'dense_curves.png'), ylabel='mIoU (%)')
-        lines += ['', '## Dense learning curves', '',
-                  f'Dense kNN mIoU ({metrics[-2]}) at each curve point, '
-                  'mean over seeds, band ±1 std.', '',
+        lines += ['', '### Dense learning curves', '',
+                  f'Dense kNN mIoU ({label(metrics[-2])}) at each curve '
+                  f'point (the same images, {preset.dense_folds} folds, no bootstrap), mean '
+                  'over seeds, band ±1 std; dotted: the random init.', '',
                   f'![dense learning curves]({rel}/dense_curves.png)', '']
         for arm, ref in comparisons(by_arm, preset):
             if arm in curves and ref in curves:
                 claims.append(f'- {arm} against {ref} over time '
-                              f'({metrics[-2]}): '
+                              f'({label(metrics[-2])}): '
                               f'{gap_verdict(curves[ref], curves[arm])}.')
-    lines += ['', '## Verdicts, at this scale', '', *claims, '',
-              '"Above"/"below": the mean difference exceeds the larger of '
-              'the two seed standard deviations.', '', '## Every run', '',
-              '| run | seed | ' + ' | '.join(columns) + ' | wall s |',
+    lines += ['', '### Verdicts, at this scale', '',
+              'Each cell: the difference of the means (points), the larger '
+              'of the two seed standard deviations in brackets, and '
+              '**above** or **below** where the difference exceeds it.', '',
+              *table, '', *claims, '', '### Every run', '',
+              '| run | seed | ' + ' | '.join(map(label, columns)) +
+              ' | wall s |',
               '|---|---|' + '---|' * (len(columns) + 1)]
     lines += [f'| {r["name"]} | {int(r["seed"])} | ' + ' | '.join(
         f'{figures(r)[m]:.2f}' for m in columns) + f' | {r["wall_s"]:.0f} |'

@@ -247,7 +247,7 @@ def write_report(csv_path: str, out_md: str) -> str:
     rel = osp.basename(fig_dir)
     if preset.dense_root:
         lines = dense_section(rows, preset, csv_path, out_md, fig_dir, rel,
-                              stat, fmt, beats)
+                              stat)
         return _write(place_section(preset.name, '\n'.join(lines) + '\n',
                                     out_md), out_md)
     total = sum(r['wall_s'] for r in every)
