@@ -12,14 +12,14 @@ from statistics import mean, stdev
 from typing import Dict, List, Tuple
 
 sys.path.insert(0, osp.dirname(osp.abspath(__file__)))  # its siblings
-from curves import arm_curve, gap_verdict, parse_curve, plot_curves  # noqa
+from curves import (Stat, arm_curve, gap_verdict, parse_curve,  # noqa: E402
+                    plot_curves)
 from dense_report import dense_section  # noqa: E402
 from presets import PRESETS  # noqa: E402
 from runner import StudyCSVError, read_rows  # noqa: E402
 
 METRICS = (('knn_top1', 'kNN top-1'), ('linear_top1', 'linear top-1'))
 NAMES = dict(barlowtwins='BarlowTwins', byol='BYOL', simclr='SimCLR')
-Stat = Tuple[float, float, int]  # mean, sample std (0 for one seed), seeds
 
 
 def stat(rows: List[Dict], metric: str) -> Stat:
@@ -229,45 +229,67 @@ def place_section(name: str, text: str, out_md: str) -> str:
 def write_report(csv_path: str, out_md: str) -> str:
     """Write the preset's section of ``out_md`` (:func:`place_section`)
     and its PNGs (in ``<out_md stem>/``); return the file's Markdown."""
-    rows = read_rows(csv_path)
-    if not rows:
-        raise ValueError(f'{csv_path}: no finished runs to report')
-    presets = {r['preset'] for r in rows}
-    if len(presets) != 1:
-        raise ValueError(f'{csv_path}: rows of several presets {presets}')
-    preset = PRESETS[presets.pop()]
+    preset, every = preset_rows(csv_path)
     # runs in another precision than the preset's are a check of it, kept
     # out of every other statistic
     precision = 'bf16' if preset.bf16 else 'fp32'
-    every = rows
-    checks = [r for r in rows if r['precision'] != precision]
-    rows = [r for r in rows if r['precision'] == precision]
+    checks = [r for r in every if r['precision'] != precision]
+    rows = [r for r in every if r['precision'] == precision]
     fig_dir = osp.splitext(out_md)[0]
     os.makedirs(fig_dir, exist_ok=True)
     rel = osp.basename(fig_dir)
     if preset.dense_root:
         lines = dense_section(rows, preset, csv_path, out_md, fig_dir, rel,
                               stat)
-        return _write(place_section(preset.name, '\n'.join(lines) + '\n',
-                                    out_md), out_md)
+    else:
+        # a preset with curves: a section of the 130-iteration report's file
+        h = '##' if preset.curve_interval else '#'
+        init_rows = select(rows, method='init')
+        init = {m: stat(init_rows, m) for m, _ in METRICS} \
+            if init_rows else {}
+        table, claims = table1(rows, preset, init, h)
+        figures, sweep_claims, spread = sweep_figures(rows, preset, init,
+                                                      fig_dir, rel, h)
+        curve_lines, curve_claims = curve_section(rows, preset, fig_dir, rel,
+                                                  h)
+        lines = (intro(rows, every, preset, csv_path, out_md, h) + table +
+                 figures + curve_lines + precision_check(checks, rows, spread)
+                 + closing(claims + sweep_claims + curve_claims, spread,
+                           preset, every, h))
+    return _write(place_section(preset.name, '\n'.join(lines) + '\n',
+                                out_md), out_md)
+
+
+def preset_rows(csv_path: str) -> Tuple[object, List[Dict]]:
+    """The preset of a study CSV and its rows; one preset, one row or more.
+    """
+    rows = read_rows(csv_path)
+    if not rows:
+        raise ValueError(f'{csv_path}: no finished runs to report')
+    presets = {r['preset'] for r in rows}
+    if len(presets) != 1:
+        raise ValueError(f'{csv_path}: rows of several presets {presets}')
+    return PRESETS[presets.pop()], rows
+
+
+def intro(rows, every, preset, csv_path: str, out_md: str,
+          h: str) -> List[str]:
+    """What ran, on what, how to re-run it, and why this budget."""
     total = sum(r['wall_s'] for r in every)
     seeds = sorted({int(r['seed']) for r in rows})
-    init_rows = select(rows, method='init')
-    init = {m: stat(init_rows, m) for m, _ in METRICS} if init_rows else {}
-    trained = [r for r in rows if r['method'] != 'init']
-    # a preset with curves is a section of the 130-iteration report's file
-    h = '##' if preset.curve_interval else '#'
+    inits = len(select(rows, method='init'))
+    trained = len(rows) - inits
     sweeps = preset.mask_ratios or preset.rec_weights or preset.balances
-    lines = [
+    return [
         f'{h} Long horizon: does a gap open with training?'
         if preset.curve_interval else
         '# Small-scale study: does masking + reconstruction help?', '',
-        f'Preset `{preset.name}`: {len(trained)} runs of '
+        f'Preset `{preset.name}`: {trained} runs of '
         f'{preset.iters} iterations at batch {preset.batch_size} each '
         f'(seeds {seeds} for the headline comparison'
         f'{", seed 0 for sweep points" if sweeps else ""})'
         f'{" under CPU bf16 autocast" if preset.bf16 else ""}, and '
-        f'{len(init_rows)} random inits evaluated untrained; the small ViT '
+        f'{inits} random inits evaluated untrained; the small ViT '
         'of `configs/mrcl/mrcl-*_vit-tiny-p4_1xb64-coslr-300it_cifar10.py` '
         'on the real CIFAR-10 sample. kNN: k=20, T=0.07, '
         f'{int(rows[0]["knn_bank"])} bank and '
@@ -278,7 +300,13 @@ def write_report(csv_path: str, out_md: str) -> str:
         f'{max(r["wall_s"] for r in rows):.0f} s per run.', '',
         f'Re-run: `python tools/study/run.py --preset {preset.name}` then '
         f'`python tools/study/report.py {csv_path} --out {out_md}`.', '',
-        *([preset.rationale, ''] if preset.rationale else []),
+        *([preset.rationale, ''] if preset.rationale else [])]
+
+
+def table1(rows, preset, init: Dict, h: str) -> Tuple[List[str], List[str]]:
+    """Table 1 scaled down, X against MR-X (and each against the random
+    init): (lines, claims)."""
+    lines = [
         f'{h}# Table 1, scaled down: X vs MR-X', '',
         '| method | ' + ' | '.join(
             f'{label} X | {label} MR-X | MR-X - X'
@@ -313,6 +341,13 @@ def write_report(csv_path: str, out_md: str) -> str:
                 claims.append(
                     f'- {name} beats its random init ({label}): '
                     f'**{"held" if held else "did not hold"}**, {how}.')
+    return lines, claims
+
+
+def sweep_figures(rows, preset, init: Dict, fig_dir: str, rel: str,
+                  h: str) -> Tuple[List[str], List[str], float]:
+    """Figs. 3-5 scaled down, each a plot and a table: (lines, claims, the
+    seed spread that resolves them)."""
     # the sweeps' reference: their variant's baseline; their resolution:
     # the larger seed spread of its baseline and of its MR default
     name = NAMES[preset.sweep_variant]
@@ -330,6 +365,7 @@ def write_report(csv_path: str, out_md: str) -> str:
         ('balance', preset.balances, 'alpha / lambda',
          'Fig. 5: masked vs unmasked weight', True),
     )
+    lines, claims = [], []
     for key, values, xlabel, title, log_x in figures:
         points = sweep(rows, preset, key, values)
         if not points:
@@ -348,23 +384,27 @@ def write_report(csv_path: str, out_md: str) -> str:
         for metric, label in METRICS:
             claims.append(f'- {title} ({label}): '
                           f'{peak_verdict(points, metric, spread)}.')
-    curve_lines, curve_claims = curve_section(rows, preset, fig_dir, rel, h)
-    lines += curve_lines + precision_check(checks, rows, spread)
-    claims += curve_claims
-    lines += ['', f'{h}# Claims, at this scale', '', *claims, '',
-              '"Held" means the mean difference exceeds the larger of the two '
-              'seed standard deviations.' + (
-                  ' Sweep points have one seed (the default point has all of '
-                  'them): differences between them smaller than the '
-                  f'headline seed spread ({spread:.1f} points) are not '
-                  'resolved.' if sweeps else ''), '', f'{h}# Every run', '',
-              'Losses are those of the last iteration: the contrastive '
-              'term, and the masked and unmasked reconstruction terms with '
-              'their weights alpha and lambda applied.', '',
-              '| run | seed | precision | iterations | kNN | linear | '
-              'contrastive | masked | unmasked | train s | wall s |',
-              '|---|---|---|---|---|---|---|---|---|---|---|']
-    lines += [
+    return lines, claims, spread
+
+
+def closing(claims: List[str], spread: float, preset, every,
+            h: str) -> List[str]:
+    """The claims, what "held" means, and every run's row."""
+    sweeps = preset.mask_ratios or preset.rec_weights or preset.balances
+    lines = ['', f'{h}# Claims, at this scale', '', *claims, '',
+             '"Held" means the mean difference exceeds the larger of the two '
+             'seed standard deviations.' + (
+                 ' Sweep points have one seed (the default point has all of '
+                 'them): differences between them smaller than the '
+                 f'headline seed spread ({spread:.1f} points) are not '
+                 'resolved.' if sweeps else ''), '', f'{h}# Every run', '',
+             'Losses are those of the last iteration: the contrastive '
+             'term, and the masked and unmasked reconstruction terms with '
+             'their weights alpha and lambda applied.', '',
+             '| run | seed | precision | iterations | kNN | linear | '
+             'contrastive | masked | unmasked | train s | wall s |',
+             '|---|---|---|---|---|---|---|---|---|---|---|']
+    return lines + [
         f'| {r["name"]} | {int(r["seed"])} | {r["precision"]} | '
         f'{int(r["iters"])} | '
         f'{r["knn_top1"]:.1f} | {r["linear_top1"]:.1f} | '
@@ -372,8 +412,6 @@ def write_report(csv_path: str, out_md: str) -> str:
         f'{r["loss_rec_unmasked"]:.3g} | {r["train_s"]:.0f} | '
         f'{r["wall_s"]:.0f} |' for r in every
     ]
-    return _write(place_section(preset.name, '\n'.join(lines) + '\n',
-                                out_md), out_md)
 
 
 def _write(text: str, out_md: str) -> str:
