@@ -78,12 +78,19 @@ def _history_buffer_statistic(owner: Any, name: str) -> Any:
 
 
 def safe_globals() -> List[Any]:
-    """The non-tensor globals that mmengine 0.10 checkpoints pickle."""
+    """The non-tensor globals that mmengine 0.10 checkpoints pickle. numpy
+    2 names its array and scalar rebuilders ``numpy._core.multiarray.*``,
+    numpy 1 ``numpy.core.multiarray.*``: both names are allowed, so a
+    checkpoint saved under either loads under either."""
     from mmengine.logging import HistoryBuffer
     dtypes = {type(np.dtype(t)) for t in np.typecodes['All'] if t}
+    rebuilders = [(fn, f'numpy.{core}.multiarray.{fn.__name__}')
+                  for fn in (np.core.multiarray._reconstruct,
+                             np.core.multiarray.scalar)
+                  for core in ('core', '_core')]
     return [
-        HistoryBuffer, np.core.multiarray._reconstruct, np.ndarray, np.dtype,
-        np.core.multiarray.scalar, *sorted(dtypes, key=str),
+        HistoryBuffer, np.ndarray, np.dtype, *rebuilders,
+        *sorted(dtypes, key=str),
         (_history_buffer_statistic, 'builtins.getattr')
     ]
 

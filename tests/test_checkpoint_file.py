@@ -113,3 +113,29 @@ def test_classifier_checkpoint_is_not_mrcl(tmp_path):
                        match='no MRCL model .its config names .*'
                        'ImageClassifier'):
         mrcl_backbone(load_checkpoint_file(path), str(path))
+
+
+def test_a_numpy2_checkpoint_loads():
+    """tests/data/numpy2_checkpoint.pth was saved by torch.save under numpy
+    2.2.6: its numpy arrays and scalars pickle as
+    ``numpy._core.multiarray._reconstruct`` / ``.scalar`` (numpy 1:
+    ``numpy.core``). Made with, numpy 2 on the path:
+    torch.save({'meta': {'seed': np.int64(7), 'lr': np.float64(0.5)},
+    'message_hub': {'log_scalars': {'train/loss': np.array([1.5, 1.25])}},
+    'state_dict': {'w': torch.ones(2)}}, path)."""
+    from pathlib import Path
+    path = Path(__file__).parent / 'data' / 'numpy2_checkpoint.pth'
+    assert b'numpy._core.multiarray' in zipfile_data(path)
+    ckpt = load_checkpoint_file(path)
+    assert ckpt['meta'] == {'seed': 7, 'lr': 0.5}
+    assert ckpt['message_hub']['log_scalars']['train/loss'].tolist() == [
+        1.5, 1.25]
+    assert torch.equal(ckpt['state_dict']['w'], torch.ones(2))
+
+
+def zipfile_data(path) -> bytes:
+    """The pickle inside a torch checkpoint file."""
+    import zipfile
+    with zipfile.ZipFile(path) as z:
+        return z.read(next(n for n in z.namelist()
+                           if n.endswith('data.pkl')))
