@@ -181,8 +181,11 @@ def plot_curves(panels, init: Optional[float], path: str,
     import matplotlib
     matplotlib.use('Agg')
     import matplotlib.pyplot as plt
-    fig, axes = plt.subplots(1, len(panels), figsize=(4.5 * len(panels),
-                                                       3.4), squeeze=False)
+    # more than four arms: the legend beside the panel, not over it
+    beside = max(len(arms) for _, arms in panels) > 4
+    fig, axes = plt.subplots(1, len(panels),
+                             figsize=(4.5 * len(panels) + 3.5 * beside, 3.4),
+                             squeeze=False)
     for ax, (name, arms) in zip(axes[0], panels):
         for label, (color, arm) in arms.items():
             steps = list(arm)
@@ -200,7 +203,8 @@ def plot_curves(panels, init: Optional[float], path: str,
         ax.set_xlabel('iteration')
         ax.set_ylabel(ylabel)
         ax.grid(alpha=0.3)
-        ax.legend(fontsize=8)
+        ax.legend(fontsize=8, **(dict(loc='upper left', bbox_to_anchor=(
+            1.02, 1)) if beside else {}))
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)

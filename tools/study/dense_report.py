@@ -75,7 +75,7 @@ def arms(rows: List[Dict], preset: Preset) -> Dict[str, List[Dict]]:
 def comparisons(by_arm: Dict[str, List[Dict]],
                 preset: Preset) -> List[Tuple[str, str]]:
     """(arm, reference) pairs: each MR arm and reconstruction alone against
-    X of its variant."""
+    X of its variant; reconstruction alone against the random init too."""
     pairs = []
     for name in by_arm:
         row = by_arm[name][0]
@@ -83,6 +83,8 @@ def comparisons(by_arm: Dict[str, List[Dict]],
             base = NAMES[row['variant']]
             if base in by_arm:
                 pairs.append((name, base))
+            if row['contrastive_weight'] == 0 and 'random init' in by_arm:
+                pairs.append((name, 'random init'))
     return pairs
 
 
@@ -107,7 +109,7 @@ def dense_section(rows: List[Dict], preset: Preset, csv_path: str,
         '1xb64-coslr-300it_tiny-imagenet.py`), seeds '
         f'{sorted({int(r["seed"]) for r in rows})}'
         f'{", CPU bf16 autocast" if preset.bf16 else ""}. Dense evaluation '
-        '(`mrcl_plugin/evaluation/dense.py`, docs/evaluation.md) of the '
+        '(`mrcl_plugin/evaluation/dense.py`, [dense](dense.md)) of the '
         f'frozen patch tokens on `{preset.dense_root}` (200 COCO images, '
         f'133 classes) at {preset.dense_size} px, {preset.dense_folds}-fold: '
         'in-context retrieval (k = 30) at two temperatures and a linear '
@@ -146,7 +148,7 @@ def dense_section(rows: List[Dict], preset: Preset, csv_path: str,
               for name, found in by_arm.items() if name != 'random init'}
     curves = {k: v for k, v in curves.items() if v}
     if curves:
-        plot_curves([(f'dense kNN, {metrics[-2]}', {
+        plot_curves([(f'dense {label(metrics[-2])}', {
             name: (color, curve) for (name, curve), color in zip(
                 curves.items(), ARM_COLORS)})],
             stats.get('random init', {}).get(metrics[-2], (None, ))[0],

@@ -315,7 +315,7 @@ DENSE_PRESET = replace(
         'arms: X and MR-X at the paper\'s weights for SimCLR (alpha = '
         'lambda = 0.01) and Barlow Twins (10); MR-SimCLR at alpha = lambda '
         '= 1, where reconstruction is a sizeable share of the loss (at '
-        '0.01 it is a few per cent); reconstruction alone (SimCLR\'s '
+        '0.01 it is under 1%); reconstruction alone (SimCLR\'s '
         'config with contrastive weight 0, alpha = lambda = 1, r = 0.2: '
         'the method\'s own pole, not MAE\'s 75% masking); the random '
         'init as the floor; 3 seeds each. Measured first (`run.py --plan`, '
