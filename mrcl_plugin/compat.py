@@ -35,7 +35,6 @@ Fixes that need no code live elsewhere:
 """
 import functools
 import os.path as osp
-from unittest import mock
 
 import numpy as np
 import torch
@@ -74,8 +73,12 @@ def _cpu_safe_init_dist_pytorch(init_dist_pytorch):
     def wrapper(*args, **kwargs):
         if torch.cuda.is_available():
             return init_dist_pytorch(*args, **kwargs)
-        with mock.patch.object(torch.cuda, 'set_device', lambda device: None):
+        set_device = torch.cuda.set_device
+        torch.cuda.set_device = lambda device: None
+        try:
             return init_dist_pytorch(*args, **kwargs)
+        finally:
+            torch.cuda.set_device = set_device
 
     wrapper.__mrcl_compat__ = True
     return wrapper
