@@ -30,7 +30,7 @@ def test_configs_exist():
         assert f'mrcl-{variant}_vit-base-p16_8xb64-coslr-300e_stl10.py' in names
     for variant in ('barlowtwins', 'simclr'):
         assert f'{variant}_vit-base-p16_8xb64-coslr-600e_in1k.py' in names
-    assert len(SMALL) == 4
+    assert len(SMALL) == 5
 
 
 @pytest.mark.parametrize('path', CONFIGS, ids=lambda p: p.name)
