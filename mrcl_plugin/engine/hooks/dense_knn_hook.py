@@ -6,8 +6,8 @@ from typing import Optional, Sequence
 from mmengine.hooks import Hook
 from mmpretrain.registry import HOOKS
 
-from ...evaluation.dense import (check_geometry, default_blocks, dense_knn,
-                                 load_seg_folder, patch_features, summarise)
+from ...evaluation.dense import (check_geometry, default_blocks, dense_eval,
+                                 load_seg_folder)
 from .knn_hook import bare_model, evaluate_on_rank0
 
 
@@ -102,14 +102,9 @@ class DenseKNNHook(Hook):
         return mious
 
     def mious(self, model) -> dict:
-        """{`dense/knn_b<block>_t<T>`: mIoU} of ``model`` now."""
-        patch = model.backbone.patch_embed.projection.stride[0]
-        feats = patch_features(model, self.data.images, self.blocks,
-                               self.batch_size)
-        mious = {}
-        for b in self.blocks:
-            areas = dense_knn(feats[b], self.data, patch, **self.knn_kwargs)
-            for t, fold_areas in areas.items():
-                mious[f'dense/knn_b{b}_t{t:g}'] = summarise(
-                    fold_areas, bootstrap=0)['miou']
-        return mious
+        """{`dense/knn_b<block>_t<T>`: mIoU} of ``model`` now: the retrieval
+        of :func:`dense_eval`, without the probe and the bootstrap."""
+        results = dense_eval(model, self.data, self.blocks, linear=False,
+                             bootstrap=0, batch_size=self.batch_size,
+                             **self.knn_kwargs)
+        return {f'dense/{key}': r['miou'] for key, r in results.items()}
