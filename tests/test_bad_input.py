@@ -129,10 +129,11 @@ def test_compile_is_an_option_of_the_runner(tmp_path):
 
 @pytest.mark.parametrize('key, value, message', [
     ('model.backbone.mask_ratio', 1.5,
-     'model.backbone.mask_ratio must be in [0, 1), got 1.5'),
-    ('model.rec_head.alpha', -1, 'alpha must be >= 0, got -1'),
+     'MRCLViT: mask_ratio must be in [0, 1), got 1.5'),
+    ('model.rec_head.alpha', -1,
+     'MRCLReconstructionHead: alpha must be >= 0, got -1'),
     ('model.contrastive_weight', -0.5,
-     'model.contrastive_weight must be >= 0, got -0.5'),
+     'MRBarlowTwins: contrastive_weight must be >= 0, got -0.5'),
     ('optim_wrapper.optimizer.lr', -0.001,
      'error: optim_wrapper.optimizer.lr = -0.001: must be > 0'),
     ('train_cfg.max_iters', 0,

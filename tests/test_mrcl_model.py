@@ -134,23 +134,31 @@ def test_avg_visible_feature():
     assert torch.isfinite(model.loss(two_views(4), None)['loss_contrastive'])
 
 
+# Each message names the class and its argument, not a config path: the
+# module may sit anywhere in a config.
 BAD = [
-    (dict(backbone=backbone_cfg(1.0)), 'backbone.mask_ratio'),
-    (dict(backbone=backbone_cfg(-0.1)), 'backbone.mask_ratio'),
-    (dict(backbone=backbone_cfg(0.2, img_size=30)), 'backbone.img_size'),
+    (dict(backbone=backbone_cfg(1.0)), 'MRCLViT: mask_ratio'),
+    (dict(backbone=backbone_cfg(-0.1)), 'MRCLViT: mask_ratio'),
+    (dict(backbone=backbone_cfg(0.2, img_size=30)), 'MRCLViT: img_size'),
     (dict(backbone=backbone_cfg(
         0.2, mask_generator=dict(type='SpiralMaskGenerator'))),
-     'backbone.mask_generator.type'),
-    (dict(feature='gem'), 'model.feature'),
-    (dict(contrastive_weight=-1.0), 'model.contrastive_weight'),
-    (dict(rec_head=rec_head_cfg(alpha=-1.0)), 'rec_head.alpha'),
-    (dict(rec_head=rec_head_cfg(lambd=-0.5)), 'rec_head.lambd'),
-    (dict(decoder=decoder_cfg(embed_dim=128)), 'model.decoder.embed_dim'),
-    (dict(decoder=decoder_cfg(num_patches=49)), 'model.decoder.num_patches'),
-    (dict(decoder=decoder_cfg(patch_size=8)), 'model.decoder output'),
-    (dict(rec_head=rec_head_cfg(patch_size=8)), 'model.rec_head.patch_size'),
-    (dict(rec_head=rec_head_cfg(in_channels=1)), 'rec_head.in_channels'),
-    (dict(rec_head=None), 'model.decoder and model.rec_head'),
+     'MRCLViT: mask_generator.type'),
+    (dict(feature='gem'), 'MRBarlowTwins: feature'),
+    (dict(contrastive_weight=-1.0), 'MRBarlowTwins: contrastive_weight'),
+    (dict(rec_head=rec_head_cfg(alpha=-1.0)),
+     'MRCLReconstructionHead: alpha'),
+    (dict(rec_head=rec_head_cfg(lambd=-0.5)),
+     'MRCLReconstructionHead: lambd'),
+    (dict(decoder=decoder_cfg(embed_dim=128)),
+     'MRBarlowTwins: decoder.embed_dim'),
+    (dict(decoder=decoder_cfg(num_patches=49)),
+     'MRBarlowTwins: decoder.num_patches'),
+    (dict(decoder=decoder_cfg(patch_size=8)), 'MRBarlowTwins: decoder output'),
+    (dict(rec_head=rec_head_cfg(patch_size=8)),
+     'MRBarlowTwins: rec_head.patch_size'),
+    (dict(rec_head=rec_head_cfg(in_channels=1)),
+     'MRBarlowTwins: rec_head.in_channels'),
+    (dict(rec_head=None), 'MRBarlowTwins: decoder and rec_head'),
 ]
 
 

@@ -74,10 +74,11 @@ class MRCL(BaseSelfSupervisor):
                  init_cfg: Optional[dict] = None) -> None:
         if feature not in FEATURES:
             raise ValueError(
-                f'model.feature must be one of {FEATURES}, got {feature!r}')
+                f'{type(self).__name__}: feature must be one of {FEATURES}, '
+                f'got {feature!r}')
         if contrastive_weight < 0:
-            raise ValueError('model.contrastive_weight must be >= 0, got '
-                             f'{contrastive_weight}')
+            raise ValueError(f'{type(self).__name__}: contrastive_weight '
+                             f'must be >= 0, got {contrastive_weight}')
         super().__init__(
             backbone=backbone,
             neck=neck,
@@ -90,8 +91,8 @@ class MRCL(BaseSelfSupervisor):
         self.decoder = MODELS.build(decoder) if decoder else None
         self.rec_head = MODELS.build(rec_head) if rec_head else None
         if (self.rec_head is None) != (self.decoder is None):
-            raise ValueError('model.decoder and model.rec_head go together: '
-                             'give both or neither')
+            raise ValueError(f'{type(self).__name__}: decoder and rec_head go '
+                             'together: give both or neither')
         if self.decoder is not None:
             self._check_decoder()
 
@@ -113,8 +114,8 @@ class MRCL(BaseSelfSupervisor):
         )
         for key, value, ref_key, ref in pairs:
             if value != ref:
-                raise ValueError(f'model.{key} is {value} but must match '
-                                 f'{ref_key} = {ref}')
+                raise ValueError(f'{type(self).__name__}: {key} is {value} '
+                                 f'but must match {ref_key} = {ref}')
         if not self.rec_head.active:
             print_log(f'{type(self).__name__}: alpha = lambda = 0, the '
                       'decoder is not run', logger='current')

@@ -30,19 +30,19 @@ class MRCLViT(MAEViT):
                  patch_size: int = 16,
                  **kwargs) -> None:
         if not 0 <= mask_ratio < 1:
-            raise ValueError('model.backbone.mask_ratio must be in [0, 1), '
-                             f'got {mask_ratio}')
+            raise ValueError(f'{type(self).__name__}: mask_ratio must be in '
+                             f'[0, 1), got {mask_ratio}')
         sizes = img_size if isinstance(img_size, (tuple, list)) else (
             img_size, img_size)
         if any(s % patch_size for s in sizes):
             raise ValueError(
-                f'model.backbone.img_size {img_size} must be divisible by '
-                f'model.backbone.patch_size {patch_size}')
+                f'{type(self).__name__}: img_size {img_size} must be divisible '
+                f'by patch_size {patch_size}')
         kind = mask_generator.get('type')
         if isinstance(kind, str) and MODELS.get(kind) is None:
             raise ValueError(
-                f'model.backbone.mask_generator.type {kind!r} is not '
-                'registered (mmpretrain.registry.MODELS; register yours '
+                f'{type(self).__name__}: mask_generator.type {kind!r} is '
+                'not registered (mmpretrain.registry.MODELS; register yours '
                 'with @MODELS.register_module())')
         super().__init__(
             img_size=img_size,
@@ -68,7 +68,8 @@ class MRCLViT(MAEViT):
             got = (f'{tuple(mask.shape)} {mask.dtype}' if isinstance(
                 mask, torch.Tensor) else type(mask).__name__)
             raise ValueError(
-                f'model.backbone.mask_generator {name} returned {got}, '
+                f'{type(self).__name__}: mask_generator {name} returned '
+                f'{got}, '
                 f'expected a {want} torch.bool mask')
         count = self.num_patches - self.num_visible
         counts = mask.sum(1)
@@ -76,7 +77,7 @@ class MRCLViT(MAEViT):
         if len(wrong):
             row = wrong[0, 0].item()
             raise ValueError(
-                f'model.backbone.mask_generator {name} masked '
+                f'{type(self).__name__}: mask_generator {name} masked '
                 f'{counts[row].item()} of {self.num_patches} patches in row '
                 f'{row}, expected exactly {count} (mask_ratio '
                 f'{self.mask_ratio})')

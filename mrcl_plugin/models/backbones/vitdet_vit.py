@@ -160,7 +160,7 @@ class ViTDetViT(VisionTransformer):
                  **kwargs) -> None:
         if with_cls_token:
             raise ValueError(
-                'model.backbone.with_cls_token must be False for ViTDetViT: '
+                f'{type(self).__name__}: with_cls_token must be False: '
                 'ViTDet drops the class token (no window can hold it)')
         super().__init__(
             arch=arch,
@@ -179,8 +179,8 @@ class ViTDetViT(VisionTransformer):
         bad = [i for i in window_block_indexes if not 0 <= i < L]
         if bad:
             raise ValueError(
-                f'model.backbone.window_block_indexes {bad} out of range '
-                f'for {L} layers')
+                f'{type(self).__name__}: window_block_indexes {bad} out of '
+                f'range for {L} layers')
         self.window_size = window_size
         self.window_block_indexes = sorted(window_block_indexes)
         grid = (img_size // patch_size, ) * 2

@@ -33,7 +33,8 @@ class MRCLReconstructionHead(MAEPretrainHead):
         for key, value in (('alpha', alpha), ('lambd', lambd)):
             if value < 0:
                 raise ValueError(
-                    f'model.rec_head.{key} must be >= 0, got {value}')
+                    f'{type(self).__name__}: {key} must be >= 0, got '
+                    f'{value}')
         super().__init__(
             loss=loss,
             norm_pix=norm_pix,
