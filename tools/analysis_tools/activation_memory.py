@@ -23,7 +23,7 @@ import torch
 
 sys.path.insert(0, osp.dirname(osp.abspath(__file__)))  # its siblings
 from benchmark_train_step import (add_step_arguments, build,  # noqa: E402
-                                  load_config, machine, make_data,
+                                  load_config, machine_line, make_data,
                                   model_cfgs, optim_cfg)
 
 from mmengine.logging import MMLogger  # noqa: E402
@@ -83,7 +83,7 @@ def main():
     cfg, _ = load_config(args)
     cfgs, optim = model_cfgs(cfg, False), optim_cfg(cfg, args)
     data = make_data(cfg, args.batch, args.device)
-    print(f'machine: {machine(args.device)}; {args.batch} images x 2 views, '
+    print(f'machine: {machine_line()}; {args.batch} images x 2 views, '
           f'{optim["type"]} {optim.get("sdpa_backend", "")}')
     gib = 2**30
     for name, model_cfg in cfgs.items():

@@ -42,7 +42,7 @@ from mmengine.registry import init_default_scope
 
 sys.path.insert(0, osp.dirname(osp.abspath(__file__)))  # its siblings
 from benchmark_train_step import (add_step_arguments, build,  # noqa: E402
-                                  load_config, machine, make_data,
+                                  load_config, machine_line, make_data,
                                   model_cfgs, optim_cfg, timed_step)
 
 from mrcl_plugin.engine.hooks.compile_hook import \
@@ -103,7 +103,7 @@ def main():
     cfg, over = load_config(args)
     model_cfg, optim = model_cfgs(cfg, False)['mrcl'], optim_cfg(cfg, args)
     precision = args.amp if args.amp != 'none' else 'fp32'
-    print(f'machine   : {machine(args.device)}')
+    print(f'machine   : {machine_line()}')
     print(f'config    : {args.config}, overrides: ' + (', '.join(
         f'{k}={v}' for k, v in over.items()) or 'none'))
     print(f'step      : {args.batch} images x 2 views on {args.device}, '
@@ -123,7 +123,7 @@ def main():
     med_e = statistics.median(t_e[args.warmup:])
     med_c = statistics.median(t_c[args.warmup:])
     diff = max_rel_diff(l_e, l_c)
-    print(f'\nRESULTS [{machine(args.device)}] {precision}')
+    print(f'\nRESULTS [{machine_line()}] {precision}')
     for mode, (times, losses) in runs.items():
         print(f'{mode:10s} losses: ' + ' '.join(f'{v:.5g}' for v in losses))
         print(f'{mode:10s} step s: ' + ' '.join(f'{t:.3g}' for t in times))

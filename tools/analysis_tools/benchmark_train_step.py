@@ -50,7 +50,6 @@ import copy
 import json
 import os
 import os.path as osp
-import platform
 import statistics
 import subprocess
 import sys
@@ -70,6 +69,9 @@ from torch.utils.flop_counter import (FlopCounterMode,
                                       sdpa_flop_count)
 
 import mrcl_plugin  # noqa: F401  (registers the models)
+
+sys.path.insert(0, osp.dirname(osp.abspath(__file__)))  # its siblings
+from machine import machine  # noqa: E402
 
 CONFIG = 'configs/mrcl/mrcl-barlowtwins_vit-base-p16_8xb64-coslr-600e_in1k.py'
 # mmpretrain's algorithm for each of MRCL's contrastive heads.
@@ -284,16 +286,9 @@ def count_flops(model, optim, data):
     return counter.get_total_flops()
 
 
-def machine(device):
-    cpu = platform.processor() or platform.machine()
-    if osp.exists('/proc/cpuinfo'):
-        with open('/proc/cpuinfo') as f:
-            cpu = next((ln.split(':', 1)[1].strip() for ln in f
-                        if ln.startswith('model name')), cpu)
-    label = f'{cpu}, {torch.get_num_threads()} threads'
-    if device == 'cuda':
-        label = f'{torch.cuda.get_device_name()} (host {label})'
-    return (f'{label}, torch {torch.__version__}, load average '
+def machine_line() -> str:
+    """The machine, with the threads and load this measurement ran at."""
+    return (f'{machine()}, {torch.get_num_threads()} threads, load average '
             f'{os.getloadavg()[0]:.2f}')
 
 
@@ -344,7 +339,7 @@ def main():
         return memory_worker(args, cfg, cfgs[args.memory_worker], optim)
     bb, rec = cfg.model.backbone, cfg.model.get('rec_head') or {}
     dec = cfg.model.get('decoder')
-    print(f'machine   : {machine(args.device)}')
+    print(f'machine   : {machine_line()}')
     print(f'config    : {args.config}, overrides: ' + (', '.join(
         f'{k}={v}' for k, v in over.items()) or 'none'))
     print(f'mrcl      : {cfg.model.type}, {bb.type} arch {bb.arch}, '
@@ -381,7 +376,7 @@ def main():
             if r >= 0:
                 times[n].append(t)
 
-    print(f'\nRESULTS [{machine(args.device)}]')
+    print(f'\nRESULTS [{machine_line()}]')
     rows = result_rows(args, models, times, flops, mem, losses)
     print_table(rows)
     print('ratios are against baseline; img/s counts an image as its two '

@@ -4,7 +4,7 @@ import json
 import math
 import os
 import os.path as osp
-import platform
+import sys
 import time
 from typing import Dict, List, Optional
 
@@ -14,6 +14,10 @@ from mmengine.runner import Runner
 
 from curves import CurveHook, format_curve
 from presets import Preset, Run
+
+sys.path.insert(0, osp.join(osp.dirname(osp.abspath(__file__)), '..',
+                            'analysis_tools'))
+from machine import machine  # noqa: E402
 
 from mrcl_plugin.checkpoint import atomic_path
 from mrcl_plugin.evaluation import (balanced_subset, bank_and_query_features,
@@ -89,20 +93,6 @@ def write_rows(path: str, rows: List[Dict]) -> None:
         writer = csv.DictWriter(f, COLUMNS)
         writer.writeheader()
         writer.writerows(rows)
-
-
-def machine() -> str:
-    """What the run ran on, e.g. 'Intel(R) Xeon(R) ... x2 cores, torch
-    2.14.1, cpu'."""
-    cpu = platform.processor() or platform.machine()
-    if osp.isfile('/proc/cpuinfo'):
-        with open('/proc/cpuinfo') as f:
-            cpu = next((line.split(':', 1)[1].strip() for line in f
-                        if line.startswith('model name')), cpu)
-    device = (torch.cuda.get_device_name()
-              if torch.cuda.is_available() else 'cpu')
-    return (f'{cpu} x{os.cpu_count()} cores, torch {torch.__version__}, '
-            f'{device}')
 
 
 def run_config(run: Run, preset: Preset, work_dir: str) -> Config:
