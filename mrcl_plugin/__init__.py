@@ -8,5 +8,5 @@ from . import compat
 
 compat.apply()
 
-from . import datasets, engine, models  # noqa: E402,F401
+from . import datasets, engine, fileio, models  # noqa: E402,F401
 from .version import __version__  # noqa: E402,F401

@@ -7,9 +7,13 @@ allows exactly those, so every checkpoint mmengine writes loads, and anything
 else a pickle names (``os.system``, an arbitrary class) is refused before it
 runs. Each failure is one :class:`CheckpointError` line naming the file and
 what is wrong with it. Files are written through :func:`atomic_path`, so
-none is ever half-written; the config saved in a checkpoint is read as text
-(:func:`saved_config`, :func:`config_values`), never run.
+none is ever half-written, and :func:`latest_checkpoint` finds the one to
+resume even when mmengine's ``last_checkpoint`` is torn. What an MRCL
+checkpoint is (learner, mask ratio, encoder) is in its ``meta['mrcl']``
+(:func:`mrcl_backbone`); a saved config is parsed as data
+(:func:`config_data`), never run.
 """
+import ast
 import os
 import os.path as osp
 import pickle
@@ -50,6 +54,41 @@ def atomic_path(path: str) -> Iterator[str]:
         if osp.exists(partial):
             os.remove(partial)
         raise
+
+
+# The names mmengine's CheckpointHook gives (filename_tmpl's default).
+CHECKPOINT_NAME = re.compile(r'^(?:iter|epoch)_(\d+)\.pth$')
+
+
+def latest_checkpoint(work_dir: str) -> Optional[str]:
+    """The checkpoint ``--resume`` continues from, or None if there is none.
+
+    mmengine resumes from the file ``work_dir/last_checkpoint`` names, which
+    it writes in place after each checkpoint: a kill at that instant leaves
+    it empty or torn, and a checkpoint removed by hand leaves it naming a
+    missing file. Then this falls back, with a warning, to the newest
+    ``iter_N.pth`` or ``epoch_N.pth`` in the work_dir (whole: the configs
+    write them through :class:`mrcl_plugin.fileio.AtomicLocalBackend`).
+    """
+    from mmengine.logging import print_log
+    pointer = osp.join(work_dir, 'last_checkpoint')
+    named = ''
+    if osp.isfile(pointer):
+        with open(pointer) as f:
+            named = f.read().strip()
+        if named and osp.isfile(named):
+            return named
+    steps = sorted((int(m.group(1)), name) for name in os.listdir(work_dir)
+                   for m in [CHECKPOINT_NAME.match(name)] if m) \
+        if osp.isdir(work_dir) else []
+    if not steps:
+        return None
+    newest = osp.join(work_dir, steps[-1][1])
+    if osp.isfile(pointer):
+        problem = (f'names {named}, which is missing' if named else 'is empty')
+        print_log(f'{pointer} {problem}; resuming from the newest '
+                  f'checkpoint, {newest}', logger='current', level=30)
+    return newest
 
 
 class CheckpointError(ValueError):
@@ -189,46 +228,55 @@ def key_mismatches(own: Dict[str, torch.Tensor],
     ]
 
 
-def saved_config(ckpt: Dict[str, Any]) -> str:
-    """The config text mmengine saves in a checkpoint's meta; '' if none."""
-    cfg = (ckpt.get('meta') or {}).get('cfg')
-    return cfg if isinstance(cfg, str) else ''
+def _data(node: ast.AST) -> Any:
+    """A config expression as data: literals, lists, tuples, ``{...}`` and
+    ``dict(k=v, ...)``; anything else raises ValueError."""
+    if isinstance(node, ast.Call) and isinstance(node.func, ast.Name) \
+            and node.func.id == 'dict' and not node.args:
+        return {kw.arg: _data(kw.value) for kw in node.keywords if kw.arg}
+    if isinstance(node, (ast.List, ast.Tuple)):
+        items = [_data(e) for e in node.elts]
+        return items if isinstance(node, ast.List) else tuple(items)
+    if isinstance(node, ast.Dict):
+        return {_data(k): _data(v) for k, v in zip(node.keys, node.values)}
+    return ast.literal_eval(node)
 
 
-def config_values(cfg: str, key: str,
-                  value: str = r"'?([\w.+-]+)") -> List[str]:
-    """Every ``key=value`` in a config's text, in order (``key`` and
-    ``value`` are regular expressions; ``value``'s group is returned). A
-    config is code: it is read here, never run."""
-    return re.findall(rf'\b{key}\s*=\s*{value}', cfg)
+def config_data(text: str) -> Dict[str, Any]:
+    """The top-level ``name = value`` of a config's text whose value is data
+    (as mmengine dumps a config: ``dict(...)``, lists, literals), parsed
+    with :mod:`ast`: a config is code, and it is read here, never run. Other
+    assignments are left out; text that does not parse gives {}."""
+    try:
+        tree = ast.parse(text)
+    except (SyntaxError, ValueError):
+        return {}
+    found = {}
+    for node in tree.body:
+        if isinstance(node, ast.Assign) and len(node.targets) == 1 and \
+                isinstance(node.targets[0], ast.Name):
+            try:
+                found[node.targets[0].id] = _data(node.value)
+            except (ValueError, TypeError, SyntaxError):
+                pass
+    return found
 
 
-# The MRCL algorithm classes, by the contrastive learner each extends. A
-# checkpoint saved before the classes were split names ``type='MRCL'`` and
-# ``variant='barlowtwins'``; both read the same.
+def saved_model_type(ckpt: Dict[str, Any]) -> Optional[str]:
+    """The model class a checkpoint was saved from (no registry scope):
+    ``meta['mrcl']['type']``, else the ``model`` type of the config mmengine
+    saves in ``meta['cfg']``; None if neither says."""
+    meta = ckpt.get('meta') or {}
+    if isinstance(meta.get('mrcl'), dict):
+        return meta['mrcl'].get('type')
+    model = config_data(meta.get('cfg') or '').get('model')
+    kind = model.get('type') if isinstance(model, dict) else None
+    return kind.rsplit('.', 1)[-1] if isinstance(kind, str) else None
+
+
+# The MRCL algorithm classes, by the contrastive learner each extends.
 MRCL_CLASSES = dict(barlowtwins='MRBarlowTwins', simclr='MRSimCLR',
                     byol='MRBYOL', mocov3='MRMoCoV3')
-
-
-def mrcl_variant(cfg: str) -> Optional[str]:
-    """The contrastive learner (``'barlowtwins'``, ``'simclr'``, ``'byol'``
-    or ``'mocov3'``) of the MRCL model in a config's text, or None if it
-    has none."""
-    for name in config_values(cfg, 'type', r"'([\w.]+)'"):
-        name = name.rsplit('.', 1)[-1]
-        for variant, cls in MRCL_CLASSES.items():
-            if name == cls:
-                return variant
-        if name == 'MRCL':  # saved before the split: type='MRCL', variant=
-            found = config_values(cfg, 'variant', r"'(\w+)'")
-            variant = found[0] if found else 'barlowtwins'  # its default
-            return variant if variant in MRCL_CLASSES else None
-    return None
-
-
-def model_types(ckpt: Dict[str, Any]) -> List[str]:
-    """The ``type=`` names in the config saved in an mmengine checkpoint."""
-    return config_values(saved_config(ckpt), 'type', r"'([\w.]+)'")
 
 
 def mrcl_backbone(ckpt: Dict[str, Any],
@@ -241,27 +289,46 @@ def mrcl_backbone(ckpt: Dict[str, Any],
 
     Returns:
         tuple: the ``backbone.`` tensors with the prefix removed
-        (mmpretrain's ``VisionTransformer`` names), and what is known of
-        the encoder: ``embed_dims``, ``num_layers``, ``num_heads``,
-        ``feedforward_channels``, ``patch_size``, ``img_size``, ``variant``,
-        ``mask_ratio``, ``iter``.
+        (mmpretrain's ``VisionTransformer`` names), and what the checkpoint
+        says it is (``meta['mrcl']``, written by ``MRCLMetaHook``): the
+        encoder's ``embed_dims``, ``num_layers``, ``num_heads``,
+        ``feedforward_channels``, ``patch_size``, ``img_size``, and
+        ``variant`` (the learner), ``mask_ratio``, ``rec_weights``,
+        ``mean``, ``std``, ``max_epochs`` or ``max_iters``, ``iter``.
 
     Raises:
-        CheckpointError: it is not an MRCL pretraining checkpoint.
+        CheckpointError: it is not an MRCL pretraining checkpoint, or its
+            tensors are not the encoder its meta describes.
     """
     state = ckpt.get('state_dict')
     if not isinstance(state, dict):
         raise CheckpointError(
             path, "not an MRCL checkpoint: no 'state_dict' (keys: "
             f'{sorted(ckpt)[:8]})')
-    if mrcl_variant(saved_config(ckpt)) is None:
-        types = model_types(ckpt)
-        found = (f"its config names {', '.join(dict.fromkeys(types))}"
-                 if types else 'it has no config in its meta')
+    meta = ckpt.get('meta') or {}
+    mrcl = meta.get('mrcl')
+    if not isinstance(mrcl, dict) or mrcl.get('learner') not in MRCL_CLASSES:
+        kind = saved_model_type(ckpt)
         raise CheckpointError(
-            path, f'not an MRCL checkpoint: no MRCL model ({found})')
+            path, "not an MRCL checkpoint: no meta['mrcl'] (MRCLMetaHook "
+            'writes it; ' +
+            (f'this is a checkpoint of {kind})' if kind else
+             'its meta names no model)'))
     backbone = backbone_tensors(state, path, 'not an MRCL checkpoint')
-    return backbone, encoder_meta(backbone, ckpt)
+    encoder = mrcl['encoder']
+    geometry = encoder_geometry(backbone)
+    wrong = [f'{k} {geometry[k]} (meta: {encoder[k]})' for k in geometry
+             if encoder.get(k) != geometry[k]]
+    if wrong:
+        raise CheckpointError(
+            path, f"its tensors are not the encoder its meta['mrcl'] "
+            f"describes: {', '.join(wrong)}")
+    info = dict(encoder, variant=mrcl['learner'], iter=meta.get('iter'))
+    for key in ('mask_ratio', 'rec_weights', 'mean', 'std', 'max_epochs',
+                'max_iters'):
+        if key in mrcl:
+            info[key] = mrcl[key]
+    return backbone, info
 
 
 def backbone_tensors(state: Dict[str, torch.Tensor], path: str,
@@ -283,33 +350,18 @@ def backbone_tensors(state: Dict[str, torch.Tensor], path: str,
     return backbone
 
 
-def encoder_meta(backbone: Dict[str, torch.Tensor], ckpt: Dict) -> Dict:
+def encoder_geometry(backbone: Dict[str, torch.Tensor]) -> Dict[str, int]:
+    """What a ViT's tensors say of it: ``embed_dims``, ``num_layers``,
+    ``feedforward_channels``, ``patch_size``, ``img_size`` (not the heads,
+    which no tensor shape shows)."""
     proj = backbone['patch_embed.projection.weight']  # (C, 3, P, P)
-    embed_dims, patch = proj.shape[0], proj.shape[-1]
     grid = int(round((backbone['pos_embed'].shape[1] - 1)**0.5))
-    num_layers = 1 + max(
-        int(k.split('.')[1]) for k in backbone if k.startswith('layers.'))
-    cfg = saved_config(ckpt)
-
-    def cfg_value(key, cast):
-        found = config_values(cfg, key)
-        return cast(found[0]) if found else None
-
-    # A named arch ('b', 'deit-small', 'h': 80-wide heads) is in mmpretrain's
-    # arch zoo, a custom one names its heads; ViT-T/S/B/L have 64-wide heads.
-    from mmpretrain.models import VisionTransformer
-    named = config_values(cfg, 'arch', r"'([\w-]+)'")
-    zoo = VisionTransformer.arch_zoo.get(named[0].lower() if named else '')
-    num_heads = (zoo['num_heads'] if zoo else cfg_value('num_heads', int)
-                 or embed_dims // 64)
     return dict(
-        embed_dims=embed_dims,
-        num_layers=num_layers,
-        num_heads=num_heads,
+        embed_dims=proj.shape[0],
+        num_layers=1 + max(
+            int(k.split('.')[1]) for k in backbone
+            if k.startswith('layers.')),
         feedforward_channels=backbone['layers.0.ffn.layers.0.0.weight']
         .shape[0],
-        patch_size=patch,
-        img_size=grid * patch,
-        variant=mrcl_variant(cfg),
-        mask_ratio=cfg_value('mask_ratio', float),
-        iter=(ckpt.get('meta') or {}).get('iter'))
+        patch_size=proj.shape[-1],
+        img_size=grid * proj.shape[-1])

@@ -1,9 +1,10 @@
 """MRCL or MAE pretraining checkpoint -> the encoder alone, for other code
 bases.
 
-Sources (:func:`pretrained_encoder`): an MRCL pretraining checkpoint;
-mmpretrain's MAE pretraining checkpoint (``type='MAE'`` in its saved
-config, the encoder under ``backbone.``); MAE's official release (the
+Sources (:func:`pretrained_encoder`): an MRCL pretraining checkpoint (what
+it is read from its ``meta['mrcl']``); mmpretrain's MAE pretraining
+checkpoint (``type='MAE'`` in its saved config, the encoder under
+``backbone.``); MAE's official release (the
 ``model`` key, timm's names: ``patch_embed.proj``, ``blocks.i.attn.qkv``,
 ``norm``, ...). All three give the same encoder file; an MAE one says so in
 its meta (``variant='mae'``), so a benchmark run from it is MAE's, not
@@ -23,9 +24,10 @@ from typing import Any, Dict, List, Tuple
 import torch
 
 from .checkpoint import (BACKBONE_PREFIX, VIT_KEYS, CheckpointError,
-                         atomic_path, backbone_tensors, config_values,
-                         encoder_meta, key_mismatches, load_checkpoint_file,
-                         model_types, mrcl_backbone, saved_config)
+                         atomic_path, backbone_tensors, config_data,
+                         encoder_geometry, key_mismatches,
+                         load_checkpoint_file, mrcl_backbone,
+                         saved_model_type)
 
 ARCH_KEYS = ('embed_dims', 'num_layers', 'num_heads', 'feedforward_channels')
 
@@ -93,11 +95,12 @@ def pretrained_encoder(ckpt: Dict, path: str) -> Tuple[Dict, Dict, Dict]:
     """
     if 'state_dict' not in ckpt and isinstance(ckpt.get('model'), dict):
         return _mae_release(ckpt['model'], path)
-    if any(t.rsplit('.', 1)[-1] == 'MAE' for t in model_types(ckpt)):
+    if saved_model_type(ckpt) == 'MAE':
         backbone = backbone_tensors(
             ckpt['state_dict'], path,
             'an mmpretrain MAE checkpoint without a ViT encoder')
-        meta = dict(encoder_meta(backbone, ckpt), variant='mae')
+        meta = _mae_meta(encoder_geometry(backbone))
+        meta.update(_mae_config(ckpt), iter=ckpt['meta'].get('iter'))
     else:
         backbone, meta = mrcl_backbone(ckpt, path)
     return backbone, meta, {k: BACKBONE_PREFIX + k for k in backbone}
@@ -112,28 +115,51 @@ def _mae_release(model: Dict, path: str) -> Tuple[Dict, Dict, Dict]:
         raise CheckpointError(
             path, "not an MAE release: its 'model' has no "
             'patch_embed.proj.weight / blocks.0.mlp.fc1.weight')
-    embed_dims = model['patch_embed.proj.weight'].shape[0]
-    num_layers = 1 + max(
-        int(k.split('.')[1]) for k in model if k.startswith('blocks.'))
-    ffn = model['blocks.0.mlp.fc1.weight'].shape[0]
-    # the weights do not say the heads: timm's standard sizes, else 64 wide
-    heads = {(e, n, f): h for (e, n, h, f) in TIMM_SIZES}.get(
-        (embed_dims, num_layers, ffn), embed_dims // 64)
-    arch = dict(embed_dims=embed_dims, num_layers=num_layers,
-                num_heads=heads, feedforward_channels=ffn)
     grid = int(round((model['pos_embed'].shape[1] - 1)**0.5))
     patch = model['patch_embed.proj.weight'].shape[-1]
+    meta = _mae_meta(dict(
+        embed_dims=model['patch_embed.proj.weight'].shape[0],
+        num_layers=1 + max(
+            int(k.split('.')[1]) for k in model if k.startswith('blocks.')),
+        feedforward_channels=model['blocks.0.mlp.fc1.weight'].shape[0],
+        patch_size=patch,
+        img_size=grid * patch))
     with torch.device('meta'):  # names only
-        names = VisionTransformer(arch=arch, img_size=grid * patch,
-                                  patch_size=patch).state_dict()
+        names = VisionTransformer(
+            arch={k: meta[k] for k in ARCH_KEYS}, img_size=meta['img_size'],
+            patch_size=patch).state_dict()
     source = {k: timm_key(k) for k in names if timm_key(k) in model}
     backbone = {k: model[src] for k, src in source.items()}
     missing = [k for k in VIT_KEYS if k not in backbone]
     if missing:
         raise CheckpointError(
             path, f'not an MAE release: no {timm_key(missing[0])}')
-    meta = dict(encoder_meta(backbone, {}), num_heads=heads, variant='mae')
     return backbone, meta, source
+
+
+def _mae_meta(geometry: Dict) -> Dict:
+    """An MAE encoder's meta: no tensor shape says the heads, so timm's
+    standard sizes give them (ViT-B: 12), else 64-wide heads."""
+    heads = {(e, n, f): h for (e, n, h, f) in TIMM_SIZES}.get(
+        (geometry['embed_dims'], geometry['num_layers'],
+         geometry['feedforward_channels']), geometry['embed_dims'] // 64)
+    return dict(geometry, num_heads=heads, variant='mae')
+
+
+def _mae_config(ckpt: Dict) -> Dict:
+    """What the config mmengine saved in an mmpretrain MAE checkpoint says
+    beyond its tensors: ``mask_ratio`` and the pixel ``mean`` and ``std``
+    (0-255), where it has them."""
+    cfg = config_data(ckpt['meta'].get('cfg') or '')
+    model = cfg.get('model') if isinstance(cfg.get('model'), dict) else {}
+    backbone = model.get('backbone') or {}
+    found = dict(mask_ratio=backbone.get('mask_ratio'))
+    for where in (model.get('data_preprocessor'),
+                  cfg.get('data_preprocessor')):
+        if isinstance(where, dict) and 'mean' in where and 'std' in where:
+            found.update(mean=list(where['mean']), std=list(where['std']))
+            break
+    return found
 
 
 def _convert(path: str, target: str) -> Tuple[Dict, List[Tuple[str, str]]]:
@@ -150,11 +176,11 @@ def _convert(path: str, target: str) -> Tuple[Dict, List[Tuple[str, str]]]:
     meta = dict(meta, arch={k: meta[k] for k in ARCH_KEYS},
                 left_over=dict(left_over), source=str(path))
     if target == 'timm':
-        meta.update(_timm_meta(meta, ckpt))
+        meta.update(_timm_meta(meta))
     return dict(state_dict=state, meta=meta), pairs
 
 
-def _timm_meta(meta: Dict, ckpt: Dict) -> Dict:
+def _timm_meta(meta: Dict) -> Dict:
     img, patch = meta['img_size'], meta['patch_size']
     kwargs = dict(
         img_size=img,
@@ -173,13 +199,10 @@ def _timm_meta(meta: Dict, ckpt: Dict) -> Dict:
     except ImportError:  # the name stays a guess until timm checks it
         pass
     pretrained_cfg = dict(input_size=(3, img, img))
-    for key in ('mean', 'std'):
-        # the pretraining's data_preprocessor, on 0-255 pixels
-        found = config_values(saved_config(ckpt), key, r'\[([^\]]*)\]')
-        if found:
+    for key in ('mean', 'std'):  # the pretraining's, on 0-255 pixels
+        if meta.get(key):
             pretrained_cfg[key] = tuple(
-                round(float(v) / 255, 6) for v in found[0].split(',')
-                if v.strip())
+                round(float(v) / 255, 6) for v in meta[key])
     return dict(timm_model=name, timm_kwargs=kwargs,
                 pretrained_cfg=pretrained_cfg)
 
@@ -215,7 +238,8 @@ def convert_file(src: str, dst: str, target: str,
                  strict: bool = True) -> str:
     """Convert the MRCL or MAE checkpoint ``src`` for ``target``
     ('mmpretrain' or 'timm'), check it loads strictly (unless
-    ``strict=False``), write it to ``dst`` and return a report of the keys converted and left over.
+    ``strict=False``), write it to ``dst`` and return a report of the keys
+    converted and left over.
 
     Raises:
         CheckpointError: ``src`` is not an MRCL or MAE checkpoint, or the

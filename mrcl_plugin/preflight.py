@@ -17,10 +17,11 @@ from typing import Optional, Tuple
 
 from mmengine.config import Config
 from mmengine.registry import DATASETS, RUNNERS
-from mmengine.runner import FlexibleRunner, Runner, find_latest_checkpoint
+from mmengine.runner import FlexibleRunner, Runner
 from mmpretrain.datasets import CustomDataset
 
-from .checkpoint import CheckpointError, load_checkpoint_file, model_types
+from .checkpoint import (CheckpointError, latest_checkpoint,
+                         load_checkpoint_file, saved_model_type)
 from .datasets import STL10, STL10FileError
 
 IMAGE_EXTENSIONS = ('.jpg', '.jpeg', '.png', '.ppm', '.bmp', '.pgm', '.tif',
@@ -119,19 +120,21 @@ def check_checkpoint(cfg: Config, does: str = 'trains') -> None:
     checkpoint of this model (loaded weights-only: a pickle is refused)."""
     path, key = cfg.get('load_from'), 'load_from'
     if cfg.get('resume') and path is None:
-        path, key = find_latest_checkpoint(cfg.work_dir), 'resume'
+        path, key = latest_checkpoint(cfg.work_dir), 'resume'
         if not path:
             raise ConfigError(
                 f'--resume: no checkpoint in work_dir {cfg.work_dir} (no '
-                'last_checkpoint file); give one with --resume PATH')
+                'last_checkpoint, iter_N.pth or epoch_N.pth); give one with '
+                '--resume PATH')
     if path is None or '://' in str(path):
         return
     ckpt = load_checkpoint_file(path)  # raises a one-line CheckpointError
     want = cfg.model.get('type')
-    types = model_types(ckpt)
-    if want and types and want not in types:
+    want = want.rsplit('.', 1)[-1] if isinstance(want, str) else None
+    saved = saved_model_type(ckpt)
+    if want and saved and want != saved:
         raise ConfigError(
-            f'{key} {path}: a checkpoint of another model ({types[0]}), '
+            f'{key} {path}: a checkpoint of another model ({saved}), '
             f'this config {does} {want}')
     if cfg.get('resume') and not {'optimizer', 'meta'} <= set(ckpt):
         raise ConfigError(

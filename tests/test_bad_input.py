@@ -322,7 +322,8 @@ def test_random_bytes_are_not_a_checkpoint(tmp_path):
 def test_resume_with_no_checkpoint(tmp_path):
     assert train(tmp_path, '--resume') == (
         f'error: --resume: no checkpoint in work_dir {tmp_path} (no '
-        'last_checkpoint file); give one with --resume PATH')
+        'last_checkpoint, iter_N.pth or epoch_N.pth); give one with '
+        '--resume PATH')
     assert_nothing_written(tmp_path)
 
 

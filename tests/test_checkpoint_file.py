@@ -10,8 +10,8 @@ import torch
 from mmengine.config import Config
 from mmpretrain.models import VisionTransformer
 
-from mrcl_plugin.checkpoint import (CheckpointError, load_checkpoint_file,
-                                    mrcl_backbone)
+from mrcl_plugin.checkpoint import (CheckpointError, config_data,
+                                    load_checkpoint_file, mrcl_backbone)
 
 
 class _RunsCode:
@@ -48,7 +48,11 @@ def test_mrcl_backbone_loads_strictly_into_vision_transformer(
     backbone, meta = mrcl_backbone(ckpt, str(mrcl_checkpoint))
     assert meta == dict(embed_dims=192, num_layers=6, num_heads=3,
                         feedforward_channels=768, patch_size=4, img_size=32,
-                        variant='barlowtwins', mask_ratio=0.2, iter=4)
+                        variant='barlowtwins', mask_ratio=0.2, iter=4,
+                        rec_weights=dict(alpha=10.0, lambd=10.0),
+                        mean=[125.307, 122.961, 113.8575],
+                        std=[51.5865, 50.847, 51.255], max_iters=4)
+    assert ckpt['meta']['mrcl']['type'] == 'MRBarlowTwins'
     vit = VisionTransformer(
         arch={k: meta[k] for k in ('embed_dims', 'num_layers', 'num_heads',
                                    'feedforward_channels')},
@@ -109,10 +113,40 @@ def test_classifier_checkpoint_is_not_mrcl(tmp_path):
     torch.save({'meta': {'cfg': Config(dict(model=model)).pretty_text},
                 'state_dict': {f'backbone.{k}': v
                                for k, v in vit.state_dict().items()}}, path)
-    with pytest.raises(CheckpointError,
-                       match='no MRCL model .its config names .*'
-                       'ImageClassifier'):
+    with pytest.raises(CheckpointError) as error:
         mrcl_backbone(load_checkpoint_file(path), str(path))
+    assert str(error.value) == (
+        f"{path}: not an MRCL checkpoint: no meta['mrcl'] (MRCLMetaHook "
+        'writes it; this is a checkpoint of ImageClassifier)')
+
+
+def test_checkpoint_whose_meta_is_not_its_encoder(mrcl_checkpoint,
+                                                  tmp_path):
+    ckpt = load_checkpoint_file(mrcl_checkpoint)
+    ckpt['meta']['mrcl']['encoder']['embed_dims'] = 384
+    with pytest.raises(CheckpointError) as error:
+        mrcl_backbone(ckpt, 'x.pth')
+    assert str(error.value) == (
+        "x.pth: its tensors are not the encoder its meta['mrcl'] "
+        'describes: embed_dims 192 (meta: 384)')
+    del ckpt['meta']['mrcl']
+    with pytest.raises(CheckpointError, match=r"no meta\['mrcl'\] .* "
+                       'this is a checkpoint of MRBarlowTwins'):
+        mrcl_backbone(ckpt, 'x.pth')
+
+
+def test_config_data_reads_a_dumped_config_without_running_it(tmp_path):
+    marker = tmp_path / 'ran'
+    text = Config(dict(model=dict(type='MRSimCLR', backbone=dict(
+        arch=dict(embed_dims=64), mask_ratio=0.2), rec_head=None),
+        train_cfg=dict(max_iters=4))).pretty_text
+    text += f"\nran = open({str(marker)!r}, 'w')\n"
+    assert config_data(text) == dict(
+        model=dict(type='MRSimCLR', rec_head=None, backbone=dict(
+            arch=dict(embed_dims=64), mask_ratio=0.2)),
+        train_cfg=dict(max_iters=4))
+    assert not marker.exists()
+    assert config_data('model = dict(') == {}
 
 
 def test_a_numpy2_checkpoint_loads():

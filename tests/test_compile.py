@@ -26,7 +26,7 @@ from mrcl_testing import (ROOT, SMALL_CIFAR, build, logged_iterations,
                           mrcl_cfg, set_max_iters, train_command,
                           train_env, two_views)
 
-from mrcl_plugin.checkpoint import load_checkpoint_file, saved_config
+from mrcl_plugin.checkpoint import load_checkpoint_file
 from mrcl_plugin.converters import convert_file
 from mrcl_plugin.engine.hooks.compile_hook import compile_modules
 
@@ -75,7 +75,7 @@ def test_compiled_checkpoint_loads_uncompiled_and_converts(runs, tmp_path):
     eager = load_checkpoint_file(str(runs['eager'] / f'iter_{ITERS}.pth'))
     assert list(ckpt['state_dict']) == list(eager['state_dict'])
     assert not [k for k in ckpt['state_dict'] if '_orig_mod' in k]
-    cfg = Config.fromstring(saved_config(ckpt), file_format='.py')
+    cfg = Config.fromstring(ckpt['meta']['cfg'], file_format='.py')
     model = build(cfg.model.to_dict())  # not compiled
     model.load_state_dict(ckpt['state_dict'], strict=True)
     report = convert_file(str(path), str(tmp_path / 'vit.pth'), 'mmpretrain')

@@ -9,7 +9,7 @@ from mmengine.config import Config
 from mmengine.registry import init_default_scope
 
 import mrcl_plugin  # noqa: F401
-from mrcl_plugin.checkpoint import MRCL_CLASSES, mrcl_variant
+from mrcl_plugin.checkpoint import MRCL_CLASSES
 from mrcl_plugin.models import MRCL
 from mrcl_testing import experiment_name
 
@@ -38,12 +38,13 @@ def test_config_builds(path):
     from mmpretrain.registry import MODELS
     cfg = Config.fromfile(str(path))
     assert 'mrcl_plugin' in cfg.custom_imports['imports']
-    # exact resume and the NaN stop hold for every pretraining config
+    # exact resume, the meta and the NaN stop hold for every pretraining config
     hooks = {h['type'] for h in cfg.custom_hooks}
-    assert {'RNGStateHook', 'NonFiniteLossHook'} <= hooks, path.name
+    assert {'RNGStateHook', 'MRCLMetaHook', 'NonFiniteLossHook'} <= hooks, \
+        path.name
     init_default_scope(cfg.default_scope)
     model = MODELS.build(cfg.model)
-    variant = mrcl_variant(cfg.pretty_text)
+    variant = type(model).learner
     assert type(model).__name__ == MRCL_CLASSES[variant]
     assert isinstance(model, MRCL) and variant in path.name
     if path.parent.name == 'baselines':
@@ -75,7 +76,8 @@ def test_imagenet_recipe_is_the_papers(path):
     assert (cosine.type, cosine.begin, cosine.end) == ('CosineAnnealingLR',
                                                        30, 600)
     weights = dict(simclr=(8, 5), barlowtwins=(7, 2))
-    variant = mrcl_variant(cfg.pretty_text)
+    variant = next(v for v, cls in MRCL_CLASSES.items()
+                   if cls == cfg.model.type)
     if path.parent.name == 'mrcl' and variant in weights:
         assert (cfg.model.rec_head.alpha,
                 cfg.model.rec_head.lambd) == weights[variant]

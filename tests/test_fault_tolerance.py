@@ -2,7 +2,7 @@
 a NaN loss stops the run; the loss terms are fp32 under autocast."""
 import errno
 import math
-import shutil
+import os
 import signal
 import subprocess
 import time
@@ -10,15 +10,15 @@ import time
 import pytest
 import torch
 from mmengine.config import Config
-from mmengine.fileio.backends import LocalBackend
+from mmengine.hooks import CheckpointHook
 from mmengine.runner import Runner
 
-from mrcl_plugin.checkpoint import load_checkpoint_file
-from mrcl_plugin.engine.hooks import atomic_checkpoint_hook
+from mrcl_plugin import fileio
+from mrcl_plugin.checkpoint import latest_checkpoint, load_checkpoint_file
 from mrcl_plugin.models.heads import MRCLReconstructionHead
 from mrcl_testing import (ROOT, SMALL_CIFAR, TINY_TRAIN_OPTIONS, build,
-                          logged_iterations, mrcl_cfg, set_max_iters,
-                          train_command, train_env, two_views)
+                          logged_iterations, mrcl_cfg, run_tool,
+                          set_max_iters, train_command, train_env, two_views)
 
 LOSS_KEYS = ('loss', 'loss_contrastive', 'loss_rec_masked',
              'loss_rec_unmasked', 'lr')
@@ -85,54 +85,150 @@ def checkpoint_files(work_dir):
                   if p.is_file() and not p.name.endswith('.py'))
 
 
-def test_kill_between_write_and_rename_keeps_previous_checkpoint(
-        tmp_path, mrcl_data_env, monkeypatch):
-    """What a SIGKILL leaves on disk after iter_2's bytes are written but
-    before the rename: a copy of the work_dir taken at that instant."""
-    work, at_kill = tmp_path / 'work', tmp_path / 'at_kill'
-    replace = atomic_checkpoint_hook.os.replace
+class _KillMidWrite:
+    """A file object that writes half of what it is given, then SIGKILLs
+    its process: the kill a user's ``kill -9`` or the OOM killer gives."""
 
-    def kill_before_rename(src, dst):
-        if str(dst).endswith('iter_2.pth'):
-            shutil.copytree(work, at_kill)
-            raise KeyboardInterrupt  # stop the run here
-        replace(src, dst)
+    def __init__(self, f):
+        self.f = f
 
-    monkeypatch.setattr(atomic_checkpoint_hook.os, 'replace',
-                        kill_before_rename)
-    with pytest.raises(KeyboardInterrupt):
-        tiny_runner(work, mrcl_data_env, max_iters=2,
-                    **{'default_hooks.checkpoint.interval': 1}).train()
+    def write(self, data):
+        self.f.write(data[:len(data) // 2])
+        self.f.flush()
+        os.kill(os.getpid(), signal.SIGKILL)
 
-    assert checkpoint_files(at_kill) == [
-        '.iter_2.pth.part', 'iter_1.pth', 'last_checkpoint']
-    assert (at_kill / 'last_checkpoint').read_text().endswith('iter_1.pth')
-    assert load_checkpoint_file(at_kill / 'iter_1.pth')['meta']['iter'] == 1
-    # The partial file is complete, only not yet renamed.
-    assert load_checkpoint_file(at_kill / '.iter_2.pth.part')['meta'][
-        'iter'] == 2
-    # The run itself removed its partial file as the error went up.
-    assert checkpoint_files(work) == ['iter_1.pth', 'last_checkpoint']
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.f.close()
+
+
+def killed_while_writing(module, name, action):
+    """Run ``action`` in a forked copy of this process whose ``open`` in
+    ``module`` (the real code that writes checkpoint bytes) SIGKILLs it
+    half-way through writing a file whose name ends with ``name``."""
+    pid = os.fork()
+    if pid == 0:  # the child: never returns into pytest
+        try:
+            def open_then_die(path, mode='r', *args, **kwargs):
+                f = open(path, mode, *args, **kwargs)
+                return _KillMidWrite(f) if str(path).endswith(name) else f
+
+            module.open = open_then_die  # module globals shadow builtins
+            action()
+        finally:
+            os._exit(3)  # the kill never came
+    _, status = os.waitpid(pid, 0)
+    assert os.WIFSIGNALED(status) and os.WTERMSIG(status) == signal.SIGKILL, \
+        f'not killed while writing *{name} (status {status})'
+
+
+def checkpoint_hook(runner):
+    return next(h for h in runner.hooks if isinstance(h, CheckpointHook))
+
+
+def test_kill_during_interval_save_keeps_previous_checkpoint(
+        tmp_path, mrcl_data_env):
+    runner = tiny_runner(tmp_path, mrcl_data_env, max_iters=2,
+                         **{'default_hooks.checkpoint.interval': 1})
+    runner.train()  # iter_1.pth, iter_2.pth
+    killed_while_writing(
+        fileio, 'iter_3.pth.part',
+        lambda: checkpoint_hook(runner).after_train_iter(runner, 2))
+    # mmengine drops the oldest kept checkpoint (max_keep_ckpts=2) before
+    # it writes; the torn bytes are under the temporary name only.
+    assert checkpoint_files(tmp_path) == [
+        '.iter_3.pth.part', 'iter_2.pth', 'last_checkpoint']
+    assert latest_checkpoint(str(tmp_path)) == f'{tmp_path}/iter_2.pth'
+    assert load_checkpoint_file(tmp_path / 'iter_2.pth')['meta']['iter'] == 2
+
+
+def test_kill_during_best_save_leaves_no_torn_best(tmp_path, mrcl_data_env):
+    runner = tiny_runner(tmp_path, mrcl_data_env, max_iters=2,
+                         **{'default_hooks.checkpoint.interval': 1,
+                            'default_hooks.checkpoint.save_best': 'acc',
+                            'default_hooks.checkpoint.rule': 'greater'})
+    runner.train()
+    hook = checkpoint_hook(runner)
+    hook.after_val_epoch(runner, {'acc': 0.5})
+    assert (tmp_path / 'best_acc_iter_2.pth').is_file()
+    runner.train_loop._iter = 3  # a later evaluation (no public setter)
+    killed_while_writing(fileio, 'best_acc_iter_3.pth.part',
+                         lambda: hook.after_val_epoch(runner, {'acc': 0.6}))
+    # mmengine removes the previous best before writing the new one (its
+    # order, kept); no torn file is left under the new best's name, and
+    # the interval checkpoints are untouched.
+    assert checkpoint_files(tmp_path) == [
+        '.best_acc_iter_3.pth.part', 'iter_1.pth', 'iter_2.pth',
+        'last_checkpoint']
+    assert latest_checkpoint(str(tmp_path)) == f'{tmp_path}/iter_2.pth'
+    assert load_checkpoint_file(tmp_path / 'iter_2.pth')['meta']['iter'] == 2
+
+
+def test_kill_during_last_checkpoint_write_resumes_from_newest(
+        tmp_path, mrcl_data_env):
+    """mmengine writes ``last_checkpoint`` with a bare ``open`` after the
+    checkpoint: a kill there leaves it torn, and --resume falls back to the
+    newest checkpoint in the work_dir."""
+    from mmengine.hooks import checkpoint_hook as mmengine_checkpoint_hook
+    runner = tiny_runner(tmp_path, mrcl_data_env, max_iters=2,
+                         **{'default_hooks.checkpoint.interval': 1})
+    runner.train()
+    killed_while_writing(
+        mmengine_checkpoint_hook, 'last_checkpoint',
+        lambda: checkpoint_hook(runner).after_train_iter(runner, 2))
+    torn = (tmp_path / 'last_checkpoint').read_text()
+    assert torn and f'{tmp_path}/iter_3.pth'.startswith(torn) and \
+        not torn.endswith('.pth')
+    assert checkpoint_files(tmp_path) == [
+        'iter_2.pth', 'iter_3.pth', 'last_checkpoint']
+    assert latest_checkpoint(str(tmp_path)) == f'{tmp_path}/iter_3.pth'
+
+    error = run_tool('train.py', train_command(
+        tmp_path, '--resume', **{'train_cfg.max_iters': 4,
+                                 'default_hooks.checkpoint.interval': 1})[2:])
+    assert error == ''
+    assert 4 in logged_iterations(tmp_path)
+    assert (tmp_path / 'last_checkpoint').read_text() == \
+        f'{tmp_path}/iter_4.pth'
+
+
+@pytest.mark.parametrize('pointer', [None, '', 'torn', 'missing'])
+def test_latest_checkpoint_falls_back_to_the_newest(tmp_path, pointer):
+    for step in (2, 10, 4):  # by step, not by name
+        (tmp_path / f'iter_{step}.pth').write_bytes(b'x')
+    (tmp_path / 'best_acc_iter_12.pth').write_bytes(b'x')
+    (tmp_path / '.iter_12.pth.part').write_bytes(b'x')
+    if pointer is not None:
+        (tmp_path / 'last_checkpoint').write_text(
+            dict(torn=f'{tmp_path}/it', missing=f'{tmp_path}/iter_12.pth'
+                 ).get(pointer, pointer))
+    assert latest_checkpoint(str(tmp_path)) == f'{tmp_path}/iter_10.pth'
+    (tmp_path / 'last_checkpoint').write_text(f'{tmp_path}/iter_4.pth')
+    assert latest_checkpoint(str(tmp_path)) == f'{tmp_path}/iter_4.pth'
+    assert latest_checkpoint(str(tmp_path / 'nothing')) is None
 
 
 def test_disk_full_during_save(tmp_path, mrcl_data_env, monkeypatch):
-    put = LocalBackend.put
+    real_open = open
 
-    def put_until_full(self, obj, filepath):
-        if 'iter_2' in str(filepath):
-            with open(filepath, 'wb') as f:
-                f.write(obj[:len(obj) // 2])
+    def open_on_full_disk(path, mode='r', *args, **kwargs):
+        f = real_open(path, mode, *args, **kwargs)
+        if 'iter_2' in str(path):
+            f.write(b'half a checkpoint')
+            f.close()
             raise OSError(errno.ENOSPC, 'No space left on device')
-        put(self, obj, filepath)
+        return f
 
-    monkeypatch.setattr(LocalBackend, 'put', put_until_full)
+    monkeypatch.setattr(fileio, 'open', open_on_full_disk, raising=False)
     with pytest.raises(OSError) as err:
         tiny_runner(tmp_path, mrcl_data_env, max_iters=2,
                     **{'default_hooks.checkpoint.interval': 1}).train()
-    message = str(err.value)
     assert err.value.errno == errno.ENOSPC
-    assert 'iter_2.pth not saved (No space left on device)' in message
-    assert f'{tmp_path}/iter_1.pth is intact' in message
+    assert str(err.value) == (
+        f'[Errno 28] {tmp_path}/iter_2.pth not saved (No space left on '
+        'device); nothing was written under its name')
     assert checkpoint_files(tmp_path) == ['iter_1.pth', 'last_checkpoint']
     assert (tmp_path / 'last_checkpoint').read_text().endswith('iter_1.pth')
     assert load_checkpoint_file(tmp_path / 'iter_1.pth')['meta']['iter'] == 1

@@ -19,7 +19,7 @@ from report import write_report  # noqa: E402
 from runner import (COLUMNS, StudyCSVError, planned_runs, read_rows,  # noqa
                     run_config, run_study)
 
-from mrcl_plugin.engine.hooks import AtomicCheckpointHook  # noqa: E402
+from mrcl_plugin.fileio import AtomicLocalBackend  # noqa: E402
 
 
 def test_grid_compares_at_the_same_budget():
@@ -179,15 +179,14 @@ def test_micro_long_study_resumes_stalls_and_plots(tmp_path, mrcl_data_env,
                                                     monkeypatch):
     preset, csv = PRESETS['micro-long'], str(tmp_path / 'long.csv')
     work = tmp_path / 'runs'
-    save = AtomicCheckpointHook._save_checkpoint_with_step
+    put = AtomicLocalBackend.put
 
-    def save_then_die(self, runner, step, meta):
-        save(self, runner, step, meta)
-        raise Killed  # a kill between the checkpoint and the next step
+    def save_then_die(self, obj, filepath):
+        put(self, obj, filepath)
+        raise Killed  # a kill after the checkpoint, before last_checkpoint
 
     # killed in the first trained run, after its checkpoint at iteration 1
-    monkeypatch.setattr(AtomicCheckpointHook, '_save_checkpoint_with_step',
-                        save_then_die)
+    monkeypatch.setattr(AtomicLocalBackend, 'put', save_then_die)
     with pytest.raises(Killed):
         run_study(preset, csv, str(work), log=lambda _: None)
     assert [r['name'] for r in read_rows(csv)] == ['init_s0', 'init_s1']

@@ -68,10 +68,14 @@ INTERNALS = [
     Internal('mmengine', 'dist.utils._init_dist_pytorch', '8a14beff62037f6b',
              'compat.py',
              'wrapped to skip torch.cuda.set_device without a GPU'),
+    Internal('mmengine', 'runner.checkpoint.save_checkpoint',
+             '7f60c6ca167fd4dd', 'fileio.py',
+             'a local checkpoint is written with one file_backend.put from '
+             "the hook's backend_args, which AtomicLocalBackend makes atomic"),
     Internal('mmengine', 'CheckpointHook._save_checkpoint_with_step',
-             'cdbc1b54c7c88d95', 'engine/hooks/atomic_checkpoint_hook.py',
-             'AtomicCheckpointHook repeats it (and _drop_old_checkpoint, '
-             'part of it) with atomic writes'),
+             'cdbc1b54c7c88d95', 'checkpoint.py',
+             'it writes last_checkpoint with a bare open after the '
+             'checkpoint, which latest_checkpoint falls back from when torn'),
     Internal('torch', 'DistributedDataParallel._passing_sync_batchnorm_handle',
              '4ac73592414589fb', 'compat.py',
              'wrapped so that DDP accepts SyncBatchNorm on CPU processes'),
@@ -85,6 +89,7 @@ def _upstream(name: str):
     from mmengine.hooks import CheckpointHook
     from mmengine.logging import HistoryBuffer
     from mmengine.runner import IterBasedTrainLoop, Runner
+    from mmengine.runner import checkpoint as runner_checkpoint
     from mmpretrain.models import (MAEPretrainDecoder, MAEViT, SimCLR,
                                    VisionTransformer)
     from mmpretrain.models.heads import LatentCrossCorrelationHead
@@ -95,6 +100,7 @@ def _upstream(name: str):
         MAEPretrainDecoder=MAEPretrainDecoder,
         VisionTransformer=VisionTransformer, HistoryBuffer=HistoryBuffer,
         Runner=Runner, IterBasedTrainLoop=IterBasedTrainLoop,
+        runner=type('runner', (), dict(checkpoint=runner_checkpoint)),
         dist=type('dist', (), dict(utils=dist_utils)),
         CheckpointHook=CheckpointHook,
         DistributedDataParallel=torch.nn.parallel.DistributedDataParallel)

@@ -14,6 +14,7 @@ from mmengine.config import Config, DictAction
 from mmengine.logging import print_log
 
 import mrcl_plugin  # noqa: F401  registers MRCL, weights-only loading
+from mrcl_plugin.checkpoint import latest_checkpoint
 from mrcl_plugin.preflight import (build_runner, check_options,
                                    check_train_config, one_line_errors,
                                    run_logged)
@@ -122,7 +123,7 @@ def main():
         cfg.optim_wrapper.type = 'AmpOptimWrapper'
         cfg.optim_wrapper.setdefault('loss_scale', 'dynamic')
     if args.resume == 'auto':
-        cfg.resume, cfg.load_from = True, None
+        cfg.resume, cfg.load_from = True, latest_checkpoint(cfg.work_dir)
     elif args.resume is not None:
         if not osp.isfile(args.resume):
             raise SystemExit(f'--resume checkpoint not found: {args.resume}')

@@ -11,10 +11,11 @@ _base_ = [
 # kNN top-1 of the encoder every 100 iterations (logged as knn/top1) on a
 # class-balanced subset, so that the curve costs seconds per point; the
 # whole splits are for tools/analysis_tools/knn_eval.py.
-# A config list replaces its base's: the runtime's two hooks are repeated.
+# A config list replaces its base's: the runtime's three hooks are repeated.
 custom_hooks = [
     dict(type='RNGStateHook'),
     dict(type='NonFiniteLossHook'),
     dict(type='KNNHook', interval=100, bank_per_class=100,
-         query_per_class=50)
+         query_per_class=50),
+    dict(type='MRCLMetaHook')
 ]

@@ -13,14 +13,15 @@ Table 1, the transfer set for Table 2) and pretraining epochs, all read from
 the run's saved config (and, for a transfer run, from the encoder it loads);
 every other run is listed under "Runs of other settings", saying why.
 
-A work_dir's kind is read from its config (as text: it is code, never run
-here) and what it logged: pretraining (an MRCL model), a linear probe or a
+A work_dir's kind is read from its config (parsed as data: it is code,
+never run here) and what it logged: pretraining (an MRCL model), a linear probe or a
 fine-tune (mmpretrain's ``ImageClassifier`` with or without
 ``frozen_stages``), ADE20K (mmseg's ``IoUMetric``) or COCO (mmdet's
 ``CocoMetric``). Its method (the MRCL variant, masked or the "w/ ViT"
 baseline with ``mask_ratio=0`` and ``rec_head=None``; or MAE) comes from the
-pretraining config, else from the meta of the encoder file the config
-loads (the converters write ``variant`` and ``mask_ratio``), else from the
+pretraining config, else from the meta of the checkpoint or encoder file
+the config loads (``meta['mrcl']``, which the converters carry over as
+``variant``, ``mask_ratio`` and ``rec_weights``), else from the
 names of that file and of the work_dir (``mrcl-simclr...`` or
 ``mr-simclr...`` is MR SimCLR, ``simclr...`` its baseline).
 """
@@ -30,7 +31,7 @@ import re
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Dict, Iterable, List, Optional, Tuple
+from typing import Any, Dict, Iterable, List, Optional, Tuple
 
 import yaml
 
@@ -38,8 +39,7 @@ sys.path.insert(0, osp.dirname(osp.abspath(__file__)))  # its siblings
 from work_dir import read_config_text, read_scalars, run_folders  # noqa
 
 from mrcl_plugin.checkpoint import (MRCL_CLASSES, CheckpointError,  # noqa
-                                    config_values, load_checkpoint_file,
-                                    mrcl_variant, saved_config)
+                                    config_data, load_checkpoint_file)
 
 ROOT = Path(__file__).resolve().parents[2]  # the checkout, or the .mim
 REFERENCES = ROOT / 'configs' / 'references' / 'metafile.yml'
@@ -195,81 +195,92 @@ def find_work_dirs(paths: Iterable[str]) -> List[Path]:
     return list(dict.fromkeys(found))
 
 
-def _dict_text(cfg: str, key: str) -> str:
-    """The text of ``key=dict(...)`` in a config, brackets balanced."""
-    found = re.search(rf'\b{key}\s*=\s*dict\(', cfg)
-    if not found:
-        return ''
-    depth = 0
-    for end in range(found.end() - 1, len(cfg)):
-        depth += {'(': 1, ')': -1}.get(cfg[end], 0)
-        if depth == 0:
-            break
-    return cfg[found.start():end + 1]
+def _walk(cfg: Any, key: str) -> List[Any]:
+    """Every value of ``key`` at any depth of a config's data, in order."""
+    found = []
+    items = cfg.items() if isinstance(cfg, dict) else enumerate(
+        cfg if isinstance(cfg, (list, tuple)) else ())
+    for k, value in items:
+        if k == key:
+            found.append(value)
+        found += _walk(value, key)
+    return found
 
 
-def _ints(cfg: str, key: str) -> List[int]:
-    return [int(v) for v in config_values(cfg, key, r'(\d+)')]
+def _types(cfg: Dict) -> set:
+    return {t.rsplit('.', 1)[-1] for t in _walk(cfg, 'type')
+            if isinstance(t, str)}
 
 
-def _kind(cfg: str, logged: set) -> Tuple[Optional[str], str]:
-    if mrcl_variant(cfg) or 'loss_contrastive' in logged:
+def _part(cfg: Dict, *keys: str) -> Dict:
+    """``cfg[k1][k2]...``, {} where a level is not a dict."""
+    for key in keys:
+        cfg = cfg.get(key) if isinstance(cfg, dict) else None
+    return cfg if isinstance(cfg, dict) else {}
+
+
+def _learner(cfg: Dict) -> Optional[str]:
+    kind = str(_part(cfg, 'model').get('type', '')).rsplit('.', 1)[-1]
+    return next((v for v, cls in MRCL_CLASSES.items() if cls == kind), None)
+
+
+def _kind(cfg: Dict, logged: set) -> Tuple[Optional[str], str]:
+    types = _types(cfg)
+    if _learner(cfg) or 'loss_contrastive' in logged:
         return 'pretrain', ''
-    if 'CocoMetric' in cfg or 'coco/bbox_mAP' in logged:
+    if 'CocoMetric' in types or 'coco/bbox_mAP' in logged:
         return 'coco', ''
-    if 'IoUMetric' in cfg or 'mIoU' in logged:
-        if 'ADE20K' in cfg or not cfg:
+    if 'IoUMetric' in types or 'mIoU' in logged:
+        if 'ADE20KDataset' in types or not cfg:
             return 'ade20k', ''
         return None, 'a segmentation run, but not on ADE20K'
-    if "type='ImageClassifier'" in cfg or 'accuracy/top1' in logged:
-        frozen = _ints(cfg, 'frozen_stages')
-        return ('linear' if frozen and frozen[0] > 0 else 'finetune'), ''
+    if 'ImageClassifier' in types or 'accuracy/top1' in logged:
+        frozen = _part(cfg, 'model', 'backbone').get('frozen_stages')
+        linear = isinstance(frozen, int) and frozen > 0
+        return ('linear' if linear else 'finetune'), ''
     return None, 'neither pretraining nor a benchmark of the paper'
 
 
-def _arch(cfg: str) -> str:
+def _arch(cfg: Dict) -> str:
     """'ViT-B/16', 'ViT-T/4, 6 layers', 'ResNet-50' or '?': the backbone
-    of a config's text (a named mmpretrain arch or its sizes)."""
-    backbone = _dict_text(cfg, 'backbone')
-    if re.search(r"type='[\w.]*ResNet", backbone):
-        return f'ResNet-{(_ints(backbone, "depth") or ["?"])[0]}'
+    of a config (a named mmpretrain arch or its sizes)."""
+    backbone = _part(cfg, 'model', 'backbone')
+    if str(backbone.get('type', '')).endswith('ResNet'):
+        return f'ResNet-{backbone.get("depth", "?")}'
     from mmpretrain.models import VisionTransformer
-    named = config_values(backbone, 'arch', r"'([\w-]+)'")
-    zoo = VisionTransformer.arch_zoo.get(named[0].lower()) if named else {}
-    dims = zoo.get('embed_dims') or next(iter(_ints(backbone, 'embed_dims')),
-                                         None)
-    layers = zoo.get('num_layers') or next(
-        iter(_ints(backbone, 'num_layers')), None)
+    # a named arch, an arch dict, or (mmseg's MAE) the sizes in the backbone
+    arch = backbone.get('arch', backbone)
+    zoo = VisionTransformer.arch_zoo.get(arch.lower(), {}) if isinstance(
+        arch, str) else arch if isinstance(arch, dict) else {}
+    dims, layers = zoo.get('embed_dims'), zoo.get('num_layers')
     if not dims or not layers:
         return '?'
     size, full = {192: ('T', 12), 384: ('S', 12), 768: ('B', 12),
                   1024: ('L', 24), 1280: ('H', 32)}.get(dims, (dims, 0))
-    patch = (_ints(backbone, 'patch_size') or [16])[0]  # mmpretrain's
+    patch = backbone.get('patch_size', 16)  # mmpretrain's default
     return f'ViT-{size}/{patch}' + (f', {layers} layers'
                                     if layers != full else '')
 
 
-def _data(cfg: str) -> str:
+def _data(cfg: Dict) -> str:
     """The data set a config trains on: 'ImageNet-1k', 'ADE20K', 'COCO',
     else its data roots."""
-    types = {t.rsplit('.', 1)[-1]
-             for t in config_values(cfg, 'type', r"'([\w.]+)'")}
-    roots = list(dict.fromkeys(
-        r.rstrip('/') for r in config_values(cfg, 'data_root', r"'([^']+)'")))
+    types = _types(cfg)
     for dataset, name in (('ADE20KDataset', 'ADE20K'),
                           ('CocoDataset', 'COCO'), ('ImageNet', 'ImageNet-1k')):
         if dataset in types:
             return name
+    roots = dict.fromkeys(
+        r.rstrip('/') for r in _walk(cfg, 'data_root') if isinstance(r, str))
     return ', '.join(roots) or '?'
 
 
-def _schedule(cfg: str) -> Tuple[Optional[int], str]:
-    train_cfg = _dict_text(cfg, 'train_cfg')
-    epochs, iters = _ints(train_cfg, 'max_epochs'), _ints(train_cfg,
-                                                         'max_iters')
-    if epochs:
-        return epochs[0], f'{epochs[0]} epochs'
-    return None, f'{iters[0]} iterations' if iters else '?'
+def _schedule(cfg: Dict) -> Tuple[Optional[int], str]:
+    loop = _part(cfg, 'train_cfg')
+    if loop.get('max_epochs'):
+        return loop['max_epochs'], f'{loop["max_epochs"]} epochs'
+    return None, f'{loop["max_iters"]} iterations' if loop.get(
+        'max_iters') else '?'
 
 
 def _name_method(name: str) -> Optional[Method]:
@@ -285,40 +296,40 @@ def _name_method(name: str) -> Optional[Method]:
 
 
 def _encoder(path: str) -> Tuple[Optional[Method], Optional[int]]:
-    """The method of an encoder or pretraining checkpoint file, from its
-    meta or saved config, and its pretraining epochs when it says."""
+    """The method of an encoder or pretraining checkpoint file and its
+    pretraining epochs, from its meta: ``meta['mrcl']`` in a pretraining
+    checkpoint, the converter's ``meta`` in an encoder file."""
     try:
         ckpt = load_checkpoint_file(path)
     except CheckpointError:
         return None, None
-    meta, cfg = ckpt.get('meta') or {}, saved_config(ckpt)
-    variant = meta.get('variant') or mrcl_variant(cfg)
-    epochs = _schedule(cfg)[0] if cfg else meta.get('epochs')
+    meta = ckpt.get('meta') or {}
+    info = meta.get('mrcl') if isinstance(meta.get('mrcl'), dict) else meta
+    variant = info.get('learner') or info.get('variant')
+    epochs = info.get('max_epochs')
     if variant == MAE:
         return (MAE, True), epochs
     if variant not in MRCL_CLASSES:
         return None, epochs
-    ratio = meta.get('mask_ratio')
-    if ratio is None:
-        ratio = next(iter(config_values(cfg, 'mask_ratio', r'([\d.eE+-]+)')),
-                     0)
-    rec_head = config_values(cfg, 'rec_head')
-    return (variant, bool(float(ratio)) or 'dict' in rec_head), epochs
+    masked = bool(info.get('mask_ratio')) or bool(info.get('rec_weights'))
+    return (variant, masked), epochs
 
 
-def _method(run: Run, cfg: str) -> None:
+def _method(run: Run, cfg: Dict) -> None:
     """Set the run's method and, for a transfer run, its pretraining
     epochs (from the encoder file, else an ``epoch_N`` in its name)."""
     if run.kind == 'pretrain':
-        masked = bool(float(next(iter(config_values(
-            cfg, 'mask_ratio', r'([\d.eE+-]+)')), 0))) or \
-            'None' not in config_values(cfg, 'rec_head')
-        run.method = (mrcl_variant(cfg), masked) if mrcl_variant(cfg) else \
+        model = _part(cfg, 'model')
+        masked = bool(_part(model, 'backbone').get('mask_ratio', 0)) or \
+            model.get('rec_head') is not None
+        run.method = (_learner(cfg), masked) if _learner(cfg) else \
             _name_method(run.work_dir.resolve().name)
         run.epochs, run.schedule = _schedule(cfg)
         return
-    checkpoints = config_values(cfg, '(?:checkpoint|load_from|pretrained)',
-                                r"'([^']+)'")
+    checkpoints = [
+        v for key in ('checkpoint', 'load_from', 'pretrained')
+        for v in _walk(cfg, key) if isinstance(v, str) and v
+    ]
     names = [run.work_dir.resolve().name] + checkpoints
     for ckpt in checkpoints:
         # A relative path is the training's cwd's; the benchmark scripts
@@ -337,7 +348,7 @@ def _method(run: Run, cfg: str) -> None:
 def read_run(work_dir: Path) -> Run:
     """A work_dir's kind, method, setting and last logged metrics."""
     records = read_scalars(work_dir)
-    cfg = read_config_text(work_dir)
+    cfg = config_data(read_config_text(work_dir))
     run = Run(Path(work_dir))
     run.kind, run.problem = _kind(cfg, {k for r in records for k in r})
     if run.kind is None:

@@ -19,7 +19,7 @@ sys.path.insert(0, osp.join(osp.dirname(osp.abspath(__file__)), '..',
                             'analysis_tools'))
 from machine import machine  # noqa: E402
 
-from mrcl_plugin.checkpoint import atomic_path
+from mrcl_plugin.checkpoint import atomic_path, latest_checkpoint
 from mrcl_plugin.evaluation import (balanced_subset, bank_and_query_features,
                                     dense_eval, knn_top1, load_seg_folder,
                                     split_dataset)
@@ -115,9 +115,11 @@ def run_config(run: Run, preset: Preset, work_dir: str) -> Config:
         'train_dataloader.num_workers': workers,
         'train_dataloader.persistent_workers': workers > 0,
         'default_hooks.checkpoint': dict(
-            type='AtomicCheckpointHook', by_epoch=False, interval=interval,
-            max_keep_ckpts=1) if interval else None,
+            type='CheckpointHook', by_epoch=False, interval=interval,
+            max_keep_ckpts=1, backend_args=dict(backend='atomic_local'))
+        if interval else None,
         'resume': bool(interval),
+        'load_from': latest_checkpoint(work_dir) if interval else None,
         'default_hooks.logger.interval': max(1, preset.iters // 10),
         'log_processor.window_size': max(1, preset.iters // 10),
         # the study prints one line a run; each run's own log is in its

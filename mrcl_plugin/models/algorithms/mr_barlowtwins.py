@@ -24,6 +24,8 @@ class MRBarlowTwins(MRCL):
     matrix towards the identity. See :class:`MRCL` for the arguments.
     """
 
+    learner = 'barlowtwins'
+
     def contrastive_loss(self, views: MaskedViews) -> torch.Tensor:
         # The cross-correlation of the global batch, as one process computes
         # it. mmpretrain's head.loss normalises each process's projections

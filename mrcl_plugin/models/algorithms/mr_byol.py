@@ -24,6 +24,8 @@ class MRBYOL(MRCL):
         **kwargs: see :class:`MRCL`.
     """
 
+    learner = 'byol'
+
     def __init__(self,
                  *args,
                  base_momentum: float = 0.004,

@@ -26,6 +26,8 @@ class MRMoCoV3(MRCL):
         **kwargs: see :class:`MRCL`.
     """
 
+    learner = 'mocov3'
+
     def __init__(self,
                  *args,
                  base_momentum: float = 0.01,

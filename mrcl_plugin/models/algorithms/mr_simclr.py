@@ -28,6 +28,8 @@ class MRSimCLR(MRCL):
     positive its other view. See :class:`MRCL` for the arguments.
     """
 
+    learner = 'simclr'
+
     def contrastive_loss(self, views: MaskedViews) -> torch.Tensor:
         f1, f2 = self.pool(views.tokens).chunk(2)
         # mmpretrain's SimCLR interleaves the views: (v1_0, v2_0, v1_1, ...).

@@ -61,6 +61,8 @@ class MRCL(BaseSelfSupervisor):
             ``'avg_visible'``, the mean of the visible tokens.
     """
 
+    learner = ''  # the contrastive learner's name, set by each subclass
+
     def __init__(self,
                  backbone: dict,
                  neck: dict,
@@ -119,6 +121,49 @@ class MRCL(BaseSelfSupervisor):
         if not self.rec_head.active:
             print_log(f'{type(self).__name__}: alpha = lambda = 0, the '
                       'decoder is not run', logger='current')
+
+    def describe(self) -> dict:
+        """What this model is, as plain numbers and names: saved in each
+        checkpoint's ``meta['mrcl']`` (:class:`MRCLMetaHook`) and read from
+        there by the converters and ``tools/analysis_tools/results.py``.
+
+        Returns:
+            dict: ``type`` (the class), ``learner``, ``mask_ratio``,
+            ``mask_generator``, ``rec_weights`` (``alpha``, ``lambd``; None
+            without a decoder), ``contrastive_weight``, ``feature``,
+            ``encoder`` (``embed_dims``, ``num_layers``, ``num_heads``,
+            ``feedforward_channels``, ``patch_size``, ``img_size``: what
+            builds an mmpretrain ``VisionTransformer``) and the pixel
+            ``mean`` and ``std`` (0-255) the encoder was trained on.
+        """
+        backbone, arch = self.backbone, self.backbone.arch_settings
+        embed = backbone.patch_embed.projection
+        # mmpretrain's preprocessor has mean and std buffers when it
+        # normalises
+        mean, std = (getattr(self.data_preprocessor, k, None)
+                     for k in ('mean', 'std'))
+        return dict(
+            type=type(self).__name__,
+            learner=self.learner,
+            mask_ratio=float(backbone.mask_ratio),
+            mask_generator=type(backbone.mask_generator).__name__,
+            rec_weights=dict(alpha=float(self.rec_head.alpha),
+                             lambd=float(self.rec_head.lambd))
+            if self.rec_head is not None else None,
+            contrastive_weight=float(self.contrastive_weight),
+            feature=self.feature,
+            encoder=dict(
+                embed_dims=int(arch['embed_dims']),
+                num_layers=int(arch['num_layers']),
+                num_heads=int(arch['num_heads']),
+                feedforward_channels=int(arch['feedforward_channels']),
+                patch_size=int(embed.kernel_size[0]),
+                img_size=int(backbone.patch_resolution[0] *
+                             embed.kernel_size[0])),
+            mean=None if mean is None else
+            [round(v, 4) for v in mean.flatten().tolist()],
+            std=None if std is None else
+            [round(v, 4) for v in std.flatten().tolist()])
 
     @property
     def with_reconstruction(self) -> bool:
