@@ -47,7 +47,7 @@ class CurveHook(Hook):
     halfway iteration if that point is no more than ``stall_margin``
     points above its iteration-0 point (None: :func:`binomial_margin` of
     the latter over ``queries``): it has not left its random init (the
-    stall rule of issue 16). The decision is saved, so a resumed stalled
+    long study's stall rule). The decision is saved, so a resumed stalled
     run does not train on.
 
     The figures a ``DenseKNNHook`` logged at the same step (``dense/*``)
