@@ -57,10 +57,6 @@ INTERNALS = [
              'checkpoint.py',
              'HistoryBuffer._statistics_methods and the four built-in '
              'statistics it pickles as getattr(HistoryBuffer, name)'),
-    Internal('mmengine', 'Runner.load_or_resume', '9c653d074f921631',
-             'engine/hooks/pretrained_check_hook.py',
-             'runner._resume, runner._load_from and runner._has_loaded: '
-             'whether the Runner itself loads weights'),
     Internal('mmengine', 'IterBasedTrainLoop', 'c02ff7910f7db123',
              'engine/hooks/rng_state_hook.py',
              'loop.dataloader_iterator, wrapped to restore the RNG states '
@@ -144,8 +140,8 @@ def test_each_internal_is_as_checked(internal):
 # (self, cls), each covered by a row above; numpy's array rebuilders are
 # named in the checkpoint allow-list, as numpy itself pickles them.
 PRIVATE_NAMES = {
-    '_create_buffer', '_statistics_methods', '_resume', '_load_from',
-    '_has_loaded', '_init_dist_pytorch', '_passing_sync_batchnorm_handle',
+    '_create_buffer', '_statistics_methods', '_init_dist_pytorch',
+    '_passing_sync_batchnorm_handle',
     '_core', '_reconstruct'
 }
 

@@ -111,8 +111,7 @@ def check_hook(backbone):
     model = nn.Module()
     model.backbone = backbone
     backbone.init_weights()
-    runner = SimpleNamespace(model=model, _resume=False, _load_from=None,
-                             _has_loaded=False)
+    runner = SimpleNamespace(model=model, cfg={})  # a run from its init
     hook = PretrainedCheckHook(ignore_keys=FINAL_NORM + ('cls_token', ))
     hook.before_run(runner)
     hook.before_train(runner)

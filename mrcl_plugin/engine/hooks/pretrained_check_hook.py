@@ -48,9 +48,11 @@ class PretrainedCheckHook(Hook):
         self.module = module
         self.ignore_keys = set(ignore_keys)
         self._state = None
+        self._loaded = False  # the Runner loaded a checkpoint
 
     def before_run(self, runner) -> None:
-        if runner._resume or runner._load_from:  # e.g. tools/test.py
+        # the Runner will load its own checkpoint (e.g. tools/test.py)
+        if runner.cfg.get('resume') or runner.cfg.get('load_from'):
             return
         _, where, init_cfg = self.pretrained_init(runner)
         if not init_cfg.get('checkpoint'):
@@ -78,7 +80,7 @@ class PretrainedCheckHook(Hook):
         for k in new:
             del own[k]
         problems = key_mismatches(own, state)
-        if not problems and not runner._has_loaded:
+        if not problems and not self._loaded:
             lost = [k for k in own if not torch.equal(own[k].cpu(), state[k])]
             if lost:
                 problems.append(
@@ -95,6 +97,9 @@ class PretrainedCheckHook(Hook):
             (f'; {len(new)} relative-position tables not in it, at their '
              f"zero init (ViTDet): {', '.join(new)}" if new else ''),
             logger='current')
+
+    def after_load_checkpoint(self, runner, checkpoint: dict) -> None:
+        self._loaded = True
 
     def pretrained_init(self, runner):
         """The checked module, its name in the config and its init_cfg."""
