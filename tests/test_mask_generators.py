@@ -185,7 +185,7 @@ def test_a_generator_breaking_the_contract_is_named(gen, message):
     backbone = build(backbone_cfg(0.2, mask_generator=dict(type=gen)))
     with pytest.raises(ValueError) as err:
         backbone(torch.cat(two_views(4)))
-    assert str(err.value) == f'model.backbone.mask_generator {message}'
+    assert str(err.value) == f'MRCLViT: mask_generator {message}'
 
 
 def test_tools_train_names_the_generator_in_one_line(tmp_path,
@@ -193,6 +193,6 @@ def test_tools_train_names_the_generator_in_one_line(tmp_path,
     message = run_tool('train.py', train_command(tmp_path, **{
         'model.backbone.mask_generator.type': 'OffByOneMaskGenerator'})[2:])
     assert message == (
-        'error: model.backbone.mask_generator OffByOneMaskGenerator masked '
+        'error: MRCLViT: mask_generator OffByOneMaskGenerator masked '
         '12 of 64 patches in row 15, expected exactly 13 (mask_ratio 0.2)')
     assert not list(tmp_path.rglob('*.pth'))

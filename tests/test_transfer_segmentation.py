@@ -201,10 +201,10 @@ def test_check_hook_finds_weights_that_did_not_arrive(encoder):
                        pretrained=path)
     init_default_scope('mmseg')
     hook = PretrainedCheckHook(ignore_keys=['ln1.weight', 'ln1.bias'])
-    runner = mock.Mock(model=MODELS.build(cfg.model), _has_loaded=False)
+    runner = mock.Mock(model=MODELS.build(cfg.model))
     with pytest.raises(ValueError,
                        match=r'tensors did not arrive \['
                        r'cls_token, pos_embed, patch_embed.projection'):
         hook.before_train(runner)
-    runner._has_loaded = True
+    hook.after_load_checkpoint(runner, {})  # the Runner loaded the run's
     hook.before_train(runner)
