@@ -2,6 +2,7 @@
 refused with one line naming the file and the problem."""
 import os
 import pickle
+import random
 import subprocess
 import sys
 
@@ -62,12 +63,12 @@ def test_mrcl_backbone_loads_strictly_into_vision_transformer(
 
 
 @pytest.mark.parametrize('content, reason', [
-    (os.urandom(4096), 'not a torch checkpoint'),
+    (random.Random(0).randbytes(4096), 'not a torch checkpoint'),
     (b'', 'truncated or corrupt'),
     (pickle.dumps(_RunsCode(), protocol=2),
      'refused: it pickles posix.system'),
     (pickle.dumps(_RunsCode(), protocol=4), 'not a torch checkpoint'),
-])
+], ids=['random_bytes', 'empty', 'pickle_protocol_2', 'pickle_protocol_4'])
 def test_bad_files_are_refused_with_one_line(tmp_path, monkeypatch, content,
                                               reason):
     monkeypatch.chdir(tmp_path)
