@@ -131,8 +131,12 @@ def _cpu_sync_batch_norm(forward):
                 self.num_batches_tracked.add_(1)
                 momentum = (self.momentum if self.momentum is not None else
                             1.0 / self.num_batches_tracked.item())
-                self.running_mean.lerp_(mean, momentum)
-                self.running_var.lerp_(var * count / (count - 1), momentum)
+                # in the buffers' own dtype: bf16 where DeepSpeed casts the
+                # whole model ("expected dtype c10::BFloat16 for `end`")
+                stats = self.running_mean.dtype
+                self.running_mean.lerp_(mean.to(stats), momentum)
+                self.running_var.lerp_(
+                    (var * count / (count - 1)).to(stats), momentum)
         shape = (1, C) + (1, ) * (input.dim() - 2)
         out = (input - mean.view(shape)) * torch.rsqrt(
             var.view(shape) + self.eps)

@@ -185,6 +185,26 @@ def test_patched_init_dist_pytorch_runs_gloo_on_cpu(dist_env):
     assert x.tolist() == [1., 2., 3.]
 
 
+def test_cpu_sync_batchnorm_in_a_bf16_model(dist_env):
+    """DeepSpeed's bf16 casts the whole model, SyncBN's running statistics
+    included: the shim updates them in their own dtype (before: "expected
+    dtype c10::BFloat16 for `end` but got dtype float"), and computes as
+    BatchNorm does."""
+    dist_utils._init_dist_pytorch('gloo')
+    torch.manual_seed(0)
+    x = torch.randn(16, 4) * 3 + 1
+    sync = torch.nn.SyncBatchNorm(4).to(torch.bfloat16).train()
+    reference = torch.nn.BatchNorm1d(4).train()
+    out = sync(x.to(torch.bfloat16))
+    assert out.dtype == sync.running_mean.dtype == torch.bfloat16
+    torch.testing.assert_close(out.float(), reference(x), rtol=0.02,
+                               atol=0.05)
+    for name in ('running_mean', 'running_var'):
+        torch.testing.assert_close(getattr(sync, name).float(),
+                                   getattr(reference, name), rtol=0.02,
+                                   atol=0.02)
+
+
 def test_apply_is_idempotent(monkeypatch):
     wrapped = dist_utils._init_dist_pytorch
     forward = torch.nn.SyncBatchNorm.forward

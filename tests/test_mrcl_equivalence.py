@@ -163,3 +163,23 @@ def test_l1_criterion():
         losses['loss_rec_masked'], 2 * target[:, :16].abs().mean())
     torch.testing.assert_close(
         losses['loss_rec_unmasked'], 2 * target[:, 16:].abs().mean())
+
+
+def test_cross_correlation_of_a_bf16_model():
+    """DeepSpeed's bf16 casts the whole model, the head's BatchNorm
+    included: it normalises in bf16 ("mixed dtype (CPU): expect parameter
+    to have scalar type of Float" before), the matrix and its sums stay
+    fp32, and the loss is the fp32 model's within bf16's precision."""
+    from mmpretrain.registry import MODELS
+
+    from mrcl_plugin.models.algorithms.mr_barlowtwins import \
+        cross_correlation_loss
+    torch.manual_seed(0)
+    z1, z2 = torch.randn(16, 128), torch.randn(16, 128)
+    head = MODELS.build(copy.deepcopy(HEADS['barlowtwins'])).train()
+    expected = cross_correlation_loss(z1, z2, head)
+    half = MODELS.build(copy.deepcopy(HEADS['barlowtwins'])).train()
+    half.to(torch.bfloat16)
+    got = cross_correlation_loss(z1, z2, half)
+    assert got.dtype == torch.float32
+    assert got.item() == pytest.approx(expected.item(), rel=0.02)

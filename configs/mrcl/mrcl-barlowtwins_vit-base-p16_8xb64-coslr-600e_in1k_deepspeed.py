@@ -1,9 +1,9 @@
 # Table 1's MR-BarlowTwins recipe on mmengine's FlexibleRunner with DeepSpeed
-# ZeRO stage 2 (optimizer states and gradients sharded; pip install
-# deepspeed). bf16, not DeepSpeed's fp16: DeepSpeed runs the whole model,
-# loss included, in the half type, and the 8192 x 8192 cross-correlation's
-# sum of squares overflows fp16 (autocast, as the base's AmpOptimWrapper,
-# keeps sums in fp32).
+# ZeRO stage 2 (optimizer states and gradients sharded; pip install -r
+# requirements/deepspeed.txt). bf16, not DeepSpeed's fp16: DeepSpeed runs
+# the whole model, loss included, in the half type, and the 8192 x 8192
+# cross-correlation's sum of squares overflows fp16 (autocast, as the base's
+# AmpOptimWrapper, keeps sums in fp32).
 #   bash tools/dist_train.sh THIS_CONFIG 8
 _base_ = 'mrcl-barlowtwins_vit-base-p16_8xb64-coslr-600e_in1k.py'
 

@@ -10,7 +10,11 @@ def cross_correlation_loss(z1: torch.Tensor, z2: torch.Tensor,
     """Barlow Twins' loss of (B, D) projections of the global batch, with
     ``head``'s (a :class:`LatentCrossCorrelationHead`) normalisation and
     :class:`CrossCorrelationLoss`."""
-    c = head.bn(z1).T @ head.bn(z2) / z1.size(0)  # (D, D)
+    # the BatchNorm in its buffers' dtype: bf16 where DeepSpeed casts the
+    # whole model; the matrix and its sums in fp32 (``fp32``)
+    stats = head.bn.running_mean.dtype
+    n1, n2 = (head.bn(z.to(stats)).float() for z in (z1, z2))
+    c = n1.T @ n2 / z1.size(0)  # (D, D)
     return head.loss_module(c)
 
 
