@@ -262,6 +262,14 @@ def config_data(text: str) -> Dict[str, Any]:
     return found
 
 
+def config_part(cfg: Dict[str, Any], *keys: str) -> Dict[str, Any]:
+    """``cfg[k1][k2]...`` of :func:`config_data`'s dict, {} where a level is
+    missing or not a dict."""
+    for key in keys:
+        cfg = cfg.get(key) if isinstance(cfg, dict) else None
+    return cfg if isinstance(cfg, dict) else {}
+
+
 def saved_model_type(ckpt: Dict[str, Any]) -> Optional[str]:
     """The model class a checkpoint was saved from (no registry scope):
     ``meta['mrcl']['type']``, else the ``model`` type of the config mmengine
@@ -269,8 +277,7 @@ def saved_model_type(ckpt: Dict[str, Any]) -> Optional[str]:
     meta = ckpt.get('meta') or {}
     if isinstance(meta.get('mrcl'), dict):
         return meta['mrcl'].get('type')
-    model = config_data(meta.get('cfg') or '').get('model')
-    kind = model.get('type') if isinstance(model, dict) else None
+    kind = config_part(config_data(meta.get('cfg') or ''), 'model').get('type')
     return kind.rsplit('.', 1)[-1] if isinstance(kind, str) else None
 
 

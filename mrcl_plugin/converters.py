@@ -25,7 +25,7 @@ import torch
 
 from .checkpoint import (BACKBONE_PREFIX, VIT_KEYS, CheckpointError,
                          atomic_path, backbone_tensors, config_data,
-                         encoder_geometry, key_mismatches,
+                         config_part, encoder_geometry, key_mismatches,
                          load_checkpoint_file, mrcl_backbone,
                          saved_model_type)
 
@@ -151,9 +151,8 @@ def _mae_config(ckpt: Dict) -> Dict:
     beyond its tensors: ``mask_ratio`` and the pixel ``mean`` and ``std``
     (0-255), where it has them."""
     cfg = config_data(ckpt['meta'].get('cfg') or '')
-    model = cfg.get('model') if isinstance(cfg.get('model'), dict) else {}
-    backbone = model.get('backbone') or {}
-    found = dict(mask_ratio=backbone.get('mask_ratio'))
+    model = config_part(cfg, 'model')
+    found = dict(mask_ratio=config_part(model, 'backbone').get('mask_ratio'))
     for where in (model.get('data_preprocessor'),
                   cfg.get('data_preprocessor')):
         if isinstance(where, dict) and 'mean' in where and 'std' in where:

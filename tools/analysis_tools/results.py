@@ -14,8 +14,8 @@ the run's saved config (and, for a transfer run, from the encoder it loads);
 every other run is listed under "Runs of other settings", saying why.
 
 A work_dir's kind is read from its config (parsed as data: it is code,
-never run here) and what it logged: pretraining (an MRCL model), a linear probe or a
-fine-tune (mmpretrain's ``ImageClassifier`` with or without
+never run here) and what it logged: pretraining (an MRCL model), a linear
+probe or a fine-tune (mmpretrain's ``ImageClassifier`` with or without
 ``frozen_stages``), ADE20K (mmseg's ``IoUMetric``) or COCO (mmdet's
 ``CocoMetric``). Its method (the MRCL variant, masked or the "w/ ViT"
 baseline with ``mask_ratio=0`` and ``rec_head=None``; or MAE) comes from the
@@ -39,7 +39,8 @@ sys.path.insert(0, osp.dirname(osp.abspath(__file__)))  # its siblings
 from work_dir import read_config_text, read_scalars, run_folders  # noqa
 
 from mrcl_plugin.checkpoint import (MRCL_CLASSES, CheckpointError,  # noqa
-                                    config_data, load_checkpoint_file)
+                                    config_data, config_part,
+                                    load_checkpoint_file)
 
 ROOT = Path(__file__).resolve().parents[2]  # the checkout, or the .mim
 REFERENCES = ROOT / 'configs' / 'references' / 'metafile.yml'
@@ -212,15 +213,8 @@ def _types(cfg: Dict) -> set:
             if isinstance(t, str)}
 
 
-def _part(cfg: Dict, *keys: str) -> Dict:
-    """``cfg[k1][k2]...``, {} where a level is not a dict."""
-    for key in keys:
-        cfg = cfg.get(key) if isinstance(cfg, dict) else None
-    return cfg if isinstance(cfg, dict) else {}
-
-
 def _learner(cfg: Dict) -> Optional[str]:
-    kind = str(_part(cfg, 'model').get('type', '')).rsplit('.', 1)[-1]
+    kind = str(config_part(cfg, 'model').get('type', '')).rsplit('.', 1)[-1]
     return next((v for v, cls in MRCL_CLASSES.items() if cls == kind), None)
 
 
@@ -235,7 +229,7 @@ def _kind(cfg: Dict, logged: set) -> Tuple[Optional[str], str]:
             return 'ade20k', ''
         return None, 'a segmentation run, but not on ADE20K'
     if 'ImageClassifier' in types or 'accuracy/top1' in logged:
-        frozen = _part(cfg, 'model', 'backbone').get('frozen_stages')
+        frozen = config_part(cfg, 'model', 'backbone').get('frozen_stages')
         linear = isinstance(frozen, int) and frozen > 0
         return ('linear' if linear else 'finetune'), ''
     return None, 'neither pretraining nor a benchmark of the paper'
@@ -244,7 +238,7 @@ def _kind(cfg: Dict, logged: set) -> Tuple[Optional[str], str]:
 def _arch(cfg: Dict) -> str:
     """'ViT-B/16', 'ViT-T/4, 6 layers', 'ResNet-50' or '?': the backbone
     of a config (a named mmpretrain arch or its sizes)."""
-    backbone = _part(cfg, 'model', 'backbone')
+    backbone = config_part(cfg, 'model', 'backbone')
     if str(backbone.get('type', '')).endswith('ResNet'):
         return f'ResNet-{backbone.get("depth", "?")}'
     from mmpretrain.models import VisionTransformer
@@ -266,8 +260,8 @@ def _data(cfg: Dict) -> str:
     """The data set a config trains on: 'ImageNet-1k', 'ADE20K', 'COCO',
     else its data roots."""
     types = _types(cfg)
-    for dataset, name in (('ADE20KDataset', 'ADE20K'),
-                          ('CocoDataset', 'COCO'), ('ImageNet', 'ImageNet-1k')):
+    for dataset, name in (('ADE20KDataset', 'ADE20K'), ('CocoDataset', 'COCO'),
+                          ('ImageNet', 'ImageNet-1k')):
         if dataset in types:
             return name
     roots = dict.fromkeys(
@@ -276,7 +270,7 @@ def _data(cfg: Dict) -> str:
 
 
 def _schedule(cfg: Dict) -> Tuple[Optional[int], str]:
-    loop = _part(cfg, 'train_cfg')
+    loop = config_part(cfg, 'train_cfg')
     if loop.get('max_epochs'):
         return loop['max_epochs'], f'{loop["max_epochs"]} epochs'
     return None, f'{loop["max_iters"]} iterations' if loop.get(
@@ -319,8 +313,8 @@ def _method(run: Run, cfg: Dict) -> None:
     """Set the run's method and, for a transfer run, its pretraining
     epochs (from the encoder file, else an ``epoch_N`` in its name)."""
     if run.kind == 'pretrain':
-        model = _part(cfg, 'model')
-        masked = bool(_part(model, 'backbone').get('mask_ratio', 0)) or \
+        model = config_part(cfg, 'model')
+        masked = bool(config_part(model, 'backbone').get('mask_ratio', 0)) or \
             model.get('rec_head') is not None
         run.method = (_learner(cfg), masked) if _learner(cfg) else \
             _name_method(run.work_dir.resolve().name)

@@ -3,10 +3,10 @@ from typing import Sequence
 
 import torch
 from mmengine.hooks import Hook
-from mmengine.model import is_model_wrapper
 from mmpretrain.registry import HOOKS
 
 from ...compat import python_drop_path_rates
+from .utils import bare_model
 
 COMPILED_TYPES = ('MRCLViT', 'MAEPretrainDecoder', 'CheckpointedMAEDecoder')
 
@@ -46,9 +46,8 @@ class CompileHook(Hook):
         self.compile_cfg = compile_cfg
 
     def before_run(self, runner) -> None:
-        model = runner.model.module if is_model_wrapper(
-            runner.model) else runner.model
-        compiled = compile_modules(model, self.types, **self.compile_cfg)
+        compiled = compile_modules(bare_model(runner), self.types,
+                                   **self.compile_cfg)
         runner.logger.info(f'CompileHook: torch.compile({self.compile_cfg}) '
                            f'of {", ".join(compiled)}; the first iterations '
                            'compile them (minutes on a CPU)')

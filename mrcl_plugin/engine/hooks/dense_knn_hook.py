@@ -8,7 +8,8 @@ from mmpretrain.registry import HOOKS
 
 from ...evaluation.dense import (check_geometry, default_blocks, dense_eval,
                                  load_seg_folder)
-from .knn_hook import bare_model, evaluate_on_rank0
+from .knn_hook import evaluate_on_rank0
+from .utils import bare_model
 
 
 @HOOKS.register_module()

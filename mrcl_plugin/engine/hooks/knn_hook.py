@@ -4,16 +4,10 @@ from typing import Callable, Optional
 
 from mmengine.dist import broadcast_object_list, is_main_process
 from mmengine.hooks import Hook
-from mmengine.model import is_model_wrapper
 from mmpretrain.registry import HOOKS
 
 from ...evaluation.knn import knn_eval, split_dataset
-
-
-def bare_model(runner):
-    """The runner's model, out of its DDP (or other) wrapper."""
-    return runner.model.module if is_model_wrapper(
-        runner.model) else runner.model
+from .utils import bare_model
 
 
 def evaluate_on_rank0(runner, evaluate: Callable):

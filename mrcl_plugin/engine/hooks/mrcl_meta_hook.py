@@ -1,8 +1,9 @@
 """Save what an MRCL model is in each checkpoint it writes."""
 from mmengine.hooks import Hook
-from mmengine.model import is_model_wrapper
 from mmengine.runner import EpochBasedTrainLoop
 from mmpretrain.registry import HOOKS
+
+from .utils import bare_model
 
 
 @HOOKS.register_module()
@@ -16,8 +17,7 @@ class MRCLMetaHook(Hook):
     without ``describe`` is left alone."""
 
     def before_save_checkpoint(self, runner, checkpoint: dict) -> None:
-        model = runner.model.module if is_model_wrapper(runner.model) \
-            else runner.model
+        model = bare_model(runner)
         if not hasattr(model, 'describe'):
             return
         meta = model.describe()

@@ -4,10 +4,10 @@ from typing import Dict, Sequence
 import torch
 from mmengine.hooks import Hook
 from mmengine.logging import print_log
-from mmengine.model import is_model_wrapper
 from mmpretrain.registry import HOOKS
 
 from ...checkpoint import key_list, key_mismatches, load_checkpoint_file
+from .utils import bare_model
 
 
 @HOOKS.register_module()
@@ -103,9 +103,7 @@ class PretrainedCheckHook(Hook):
 
     def pretrained_init(self, runner):
         """The checked module, its name in the config and its init_cfg."""
-        model = runner.model.module if is_model_wrapper(
-            runner.model) else runner.model
-        target = model.get_submodule(self.module)
+        target = bare_model(runner).get_submodule(self.module)
         where = f'model.{self.module}'
         init_cfg = target.init_cfg
         if not (isinstance(init_cfg, dict)
