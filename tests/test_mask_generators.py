@@ -153,6 +153,19 @@ class ShortMaskGenerator(StripeMaskGenerator):
         return super().__call__(*args)[:, 1:]
 
 
+def test_generator_builds_whatever_the_default_scope():
+    """An mmdet or mmseg config (or a test that ran one) leaves its scope
+    as the default; the generator still comes from mmpretrain's registry
+    (before: "RandomMaskGenerator is not in the mmdet::model registry")."""
+    from mmengine.registry import DefaultScope
+    import mmdet.models  # noqa: F401  registers the mmdet scope
+    with DefaultScope.overwrite_default_scope('mmdet'):
+        backbone = MODELS.build(dict(type='mmpretrain.MRCLViT',
+                                     arch='deit-tiny', img_size=32,
+                                     patch_size=16))
+    assert isinstance(backbone.mask_generator, RandomMaskGenerator)
+
+
 def test_a_registered_generator_trains(tmp_path, mrcl_data_env):
     """The small config trains with a generator registered here; the
     encoder saw its masks: 13 of the 64 patches, rows 0-1 and 5 more."""

@@ -1,6 +1,7 @@
 from typing import Optional, Tuple, Union
 
 import torch
+from mmengine.registry import DefaultScope
 from mmpretrain.models import MAEViT
 from mmpretrain.registry import MODELS
 
@@ -49,7 +50,10 @@ class MRCLViT(MAEViT):
             patch_size=patch_size,
             mask_ratio=mask_ratio,
             **kwargs)
-        self.mask_generator = MODELS.build(mask_generator)
+        # from mmpretrain's registry, the one checked above, whatever scope
+        # the caller builds in (an mmdet or mmseg config's leaves theirs)
+        with DefaultScope.overwrite_default_scope('mmpretrain'):
+            self.mask_generator = MODELS.build(mask_generator)
 
     @property
     def num_visible(self) -> int:
