@@ -21,7 +21,7 @@ import re
 import warnings
 import zipfile
 from contextlib import contextmanager
-from typing import Any, Dict, Iterator, List, Optional, Tuple
+from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
@@ -134,8 +134,12 @@ def safe_globals() -> List[Any]:
     ]
 
 
-def load_checkpoint_file(path: str, map_location='cpu') -> Dict[str, Any]:
-    """Load a checkpoint file weights-only.
+def load_checkpoint_file(path: str, map_location='cpu',
+                         stand_ins: Sequence[Tuple[Any, str]] = ()
+                         ) -> Dict[str, Any]:
+    """Load a checkpoint file weights-only; ``stand_ins`` are
+    ``(object, 'module.Name')`` pairs that the file's pickle may name
+    besides :func:`safe_globals` (built as ``object``, never imported).
 
     Returns:
         dict: the checkpoint as saved (mmengine's has ``state_dict``,
@@ -150,7 +154,8 @@ def load_checkpoint_file(path: str, map_location='cpu') -> Dict[str, Any]:
     if not osp.isfile(path):
         raise CheckpointError(path, 'no such file')
     try:
-        with torch.serialization.safe_globals(safe_globals()), \
+        allowed = [*safe_globals(), *stand_ins]
+        with torch.serialization.safe_globals(allowed), \
                 warnings.catch_warnings():
             warnings.simplefilter('ignore')  # pickle-protocol notices
             ckpt = torch.load(path, map_location=map_location,

@@ -7,12 +7,13 @@ idempotent:
 
 - :func:`apply` runs when ``mrcl_plugin`` is imported (configs do it through
   ``custom_imports``): weights-only checkpoint loading, the security fix,
-  for every process.
+  for every process, and the hooks' part of DeepSpeed checkpoints.
 - :func:`apply_cpu_distributed` runs only where a run opts in by importing
   :mod:`mrcl_plugin.cpu_distributed` (the gloo config's ``custom_imports``;
   ``tools/train.py`` with a launcher on a machine without a GPU): mmengine's
-  distributed init, ``SyncBatchNorm`` and DDP's SyncBN check on CPU
-  processes. Importing ``mrcl_plugin`` leaves torch as it ships.
+  distributed init, ``SyncBatchNorm``, DDP's SyncBN check and DeepSpeed's
+  ZeRO step on CPU processes. Importing ``mrcl_plugin`` leaves torch as it
+  ships.
 
 - :func:`python_drop_path_rates` runs on the modules that
   :class:`mrcl_plugin.engine.CompileHook` compiles, and on nothing else.
@@ -163,6 +164,46 @@ def _ddp_accepts_cpu_sync_batch_norm(check):
     return wrapper
 
 
+def _deepspeed_save_calls_back(save_checkpoint):
+    """mmengine 0.10.7's ``DeepSpeedStrategy.save_checkpoint`` takes the
+    Runner's ``callback`` but never calls it ("`callback` parameter is not
+    supported yet"), so no hook's ``before_save_checkpoint`` runs and a
+    DeepSpeed checkpoint lacks what hooks add: ``MRCLMetaHook``'s
+    ``meta['mrcl']``, without which the converters refuse it. Call it on the
+    extra checkpoint dict, which DeepSpeed saves as its client state, as the
+    other strategies call it on theirs."""
+
+    @functools.wraps(save_checkpoint)
+    def wrapper(self, filename, *, extra_ckpt=None, callback=None, **kw):
+        if callback is not None:
+            extra_ckpt = {} if extra_ckpt is None else extra_ckpt
+            callback(extra_ckpt)
+        return save_checkpoint(self, filename, extra_ckpt=extra_ckpt, **kw)
+
+    wrapper.__mrcl_compat__ = True
+    return wrapper
+
+
+def _deepspeed_step_without_grad(step):
+    """DeepSpeed's ZeRO flattens each parameter group with ``torch.cat`` in
+    grad mode, so the flat buffer keeps a ``grad_fn``; each optimizer step
+    ends by all-gathering the updated partitions into it
+    (``deepspeed/runtime/utils.py``, ``all_gather_into_tensor_dp_groups``).
+    NCCL writes the buffer directly; gloo writes through views from
+    ``split``, which autograd refuses in grad mode, so two or more CPU
+    processes stop at the first step ("Output 0 of Split is a view and is
+    being modified inplace"). No step needs autograd: run mmengine's
+    ``DeepSpeedOptimWrapper.step`` under ``torch.no_grad``."""
+
+    @functools.wraps(step)
+    def wrapper(self, **kwargs):
+        with torch.no_grad():
+            return step(self, **kwargs)
+
+    wrapper.__mrcl_compat__ = True
+    return wrapper
+
+
 def python_drop_path_rates(module: torch.nn.Module) -> None:
     """mmpretrain's ``VisionTransformer`` gives each layer's mmcv
     ``DropPath`` its rate as a numpy float (``np.linspace``), which dynamo
@@ -177,7 +218,7 @@ def python_drop_path_rates(module: torch.nn.Module) -> None:
 
 
 def apply() -> None:
-    """Apply the fix every process needs, once."""
+    """Apply the fixes every process needs, once."""
     global _APPLIED
     if _APPLIED:
         return
@@ -185,6 +226,11 @@ def apply() -> None:
 
     CheckpointLoader.register_scheme(
         prefixes='', loader=load_from_local_weights_only, force=True)
+    from mmengine._strategy.deepspeed import DeepSpeedStrategy
+    if not getattr(DeepSpeedStrategy.save_checkpoint, '__mrcl_compat__',
+                   False):
+        DeepSpeedStrategy.save_checkpoint = _deepspeed_save_calls_back(
+            DeepSpeedStrategy.save_checkpoint)
     _APPLIED = True
 
 
@@ -206,4 +252,8 @@ def apply_cpu_distributed() -> None:
                    False):
         ddp._passing_sync_batchnorm_handle = _ddp_accepts_cpu_sync_batch_norm(
             ddp._passing_sync_batchnorm_handle)
+    from mmengine._strategy.deepspeed import DeepSpeedOptimWrapper
+    if not getattr(DeepSpeedOptimWrapper.step, '__mrcl_compat__', False):
+        DeepSpeedOptimWrapper.step = _deepspeed_step_without_grad(
+            DeepSpeedOptimWrapper.step)
     _CPU_DISTRIBUTED_APPLIED = True

@@ -8,7 +8,9 @@ checkpoint (``type='MAE'`` in its saved config, the encoder under
 ``model`` key, timm's names: ``patch_embed.proj``, ``blocks.i.attn.qkv``,
 ``norm``, ...). All three give the same encoder file; an MAE one says so in
 its meta (``variant='mae'``), so a benchmark run from it is MAE's, not
-MRCL's.
+MRCL's. An MRCL checkpoint written by the DeepSpeed config is a folder
+(``epoch_N.pth/``): its fp32 master weights are read from its ZeRO slices
+(:mod:`mrcl_plugin.zero_checkpoint`).
 
 - :func:`to_mmpretrain`: mmpretrain's ``VisionTransformer`` keys, which
   mmseg and mmdet load through ``mmpretrain.VisionTransformer``.
@@ -28,6 +30,7 @@ from .checkpoint import (BACKBONE_PREFIX, VIT_KEYS, CheckpointError,
                          config_part, encoder_geometry, key_mismatches,
                          load_checkpoint_file, mrcl_backbone,
                          saved_model_type)
+from .zero_checkpoint import is_zero_checkpoint, load_zero_checkpoint
 
 ARCH_KEYS = ('embed_dims', 'num_layers', 'num_heads', 'feedforward_channels')
 
@@ -163,7 +166,8 @@ def _mae_config(ckpt: Dict) -> Dict:
 
 def _convert(path: str, target: str) -> Tuple[Dict, List[Tuple[str, str]]]:
     """The converted checkpoint and its (source key, new key) pairs."""
-    ckpt = load_checkpoint_file(path)
+    ckpt = (load_zero_checkpoint(path) if is_zero_checkpoint(path) else
+            load_checkpoint_file(path))
     backbone, meta, source = pretrained_encoder(ckpt, str(path))
     rename = timm_key if target == 'timm' else (lambda key: key)
     state = {rename(k): v for k, v in backbone.items()}
@@ -284,7 +288,9 @@ def main(target: str, argv: List[str] = None) -> int:
         f'official release) pretraining checkpoint in the {target} '
         'VisionTransformer layout, checked by a strict load '
         'into that class (no weights are downloaded).')
-    parser.add_argument('src', help='MRCL or MAE pretraining checkpoint')
+    parser.add_argument(
+        'src', help='MRCL or MAE pretraining checkpoint (a DeepSpeed one is '
+        'its folder)')
     parser.add_argument('dst', help='where to write the converted file')
     parser.add_argument(
         '--no-strict', action='store_true',

@@ -206,8 +206,11 @@ def test_cpu_sync_batchnorm_in_a_bf16_model(dist_env):
 
 
 def test_apply_is_idempotent(monkeypatch):
+    from mmengine._strategy.deepspeed import (DeepSpeedOptimWrapper,
+                                              DeepSpeedStrategy)
     wrapped = dist_utils._init_dist_pytorch
     forward = torch.nn.SyncBatchNorm.forward
+    save, step = DeepSpeedStrategy.save_checkpoint, DeepSpeedOptimWrapper.step
     monkeypatch.setattr(compat, '_APPLIED', False)
     monkeypatch.setattr(compat, '_CPU_DISTRIBUTED_APPLIED', False)
     compat.apply()
@@ -216,6 +219,8 @@ def test_apply_is_idempotent(monkeypatch):
     assert dist_utils._init_dist_pytorch is wrapped  # not wrapped twice
     assert not hasattr(wrapped.__wrapped__, '__wrapped__')
     assert torch.nn.SyncBatchNorm.forward is forward
+    assert DeepSpeedStrategy.save_checkpoint is save
+    assert DeepSpeedOptimWrapper.step is step
     assert CheckpointLoader._schemes[''].__module__ == 'mrcl_plugin.compat'
 
 
@@ -250,7 +255,9 @@ print('ok')
 '''
     out = subprocess.run([sys.executable, '-c', probe], capture_output=True,
                          text=True, timeout=120)
-    assert out.returncode == 0 and out.stdout.strip() == 'ok', out.stderr
+    # (DeepSpeed, where installed, prints a line of its own on import)
+    assert out.returncode == 0 and out.stdout.split()[-1:] == ['ok'], \
+        out.stderr
 
 
 # -- mmpretrain:: inheritance stamps _scope_ on collate_fn (config fix) -----
@@ -337,3 +344,65 @@ def test_numpy_drop_path_rate_breaks_the_compiled_graph():
     layer.eval()
     torch.testing.assert_close(torch.compile(layer, backend='eager')(x),
                                layer(x))
+
+
+class _ZeroEngine:
+    """What mmengine's DeepSpeed strategy and wrapper call on DeepSpeed's
+    engine: ``save_checkpoint`` records the client state; ``step`` ends as
+    ZeRO's does, all-gathering the updated slice into the flat buffer,
+    which ZeRO builds with ``torch.cat`` in grad mode."""
+
+    def __init__(self):
+        self.saved = None
+        weights = torch.zeros(8, requires_grad=True)
+        self.flat = torch.cat([weights[:4], weights[4:]])
+
+    def zero_optimization_partition_weights(self):
+        return False
+
+    def save_checkpoint(self, dirname, tag, client_state, **kwargs):
+        self.saved = client_state
+
+    def step(self):
+        torch_dist.all_gather_into_tensor(self.flat, torch.arange(8.))
+
+
+def test_deepspeed_checkpoints_get_what_hooks_add(monkeypatch, tmp_path):
+    """mmengine's DeepSpeedStrategy drops the Runner's callback, so hooks'
+    ``before_save_checkpoint`` (MRCLMetaHook's ``meta['mrcl']``) never
+    reach the checkpoint; with the fix they do, in DeepSpeed's client
+    state."""
+    from types import SimpleNamespace
+
+    from mmengine._strategy import deepspeed as strategy_module
+    monkeypatch.setattr(strategy_module, 'deepspeed',
+                        SimpleNamespace(__version__='0.18.9'))
+    strategy = SimpleNamespace(seed=0, model=_ZeroEngine(),
+                               exclude_frozen_parameters=None)
+
+    def hooks(checkpoint):
+        checkpoint['meta']['mrcl'] = {'learner': 'barlowtwins'}
+
+    save = strategy_module.DeepSpeedStrategy.save_checkpoint
+    assert save.__mrcl_compat__
+    for fixed in (False, True):
+        (save if fixed else save.__wrapped__)(
+            strategy, str(tmp_path / 'epoch_1.pth'), save_optimizer=True,
+            save_param_scheduler=False, extra_ckpt={'meta': {}},
+            callback=hooks)
+        assert ('mrcl' in strategy.model.saved['meta']) is fixed
+
+
+def test_deepspeed_zero_step_on_gloo(dist_env):
+    """On gloo, ZeRO's closing all-gather into its flat buffer fails in grad
+    mode ("Output 0 of Split is a view and is being modified inplace"),
+    which stopped 2-process DeepSpeed runs at the first step; mmengine's
+    wrapper step runs under no_grad with the fix."""
+    from mmengine._strategy.deepspeed import DeepSpeedOptimWrapper
+    dist_utils._init_dist_pytorch('gloo')
+    wrapper = DeepSpeedOptimWrapper(torch.optim.SGD([torch.zeros(1)], lr=1))
+    wrapper.model = _ZeroEngine()
+    with pytest.raises(RuntimeError, match='Output 0 of Split is a view'):
+        DeepSpeedOptimWrapper.step.__wrapped__(wrapper)
+    wrapper.step()
+    assert wrapper.model.flat.tolist() == list(range(8))

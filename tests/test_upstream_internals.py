@@ -72,6 +72,14 @@ INTERNALS = [
              'cdbc1b54c7c88d95', 'checkpoint.py',
              'it writes last_checkpoint with a bare open after the '
              'checkpoint, which latest_checkpoint falls back from when torn'),
+    Internal('mmengine', '_strategy.deepspeed.DeepSpeedStrategy.'
+             'save_checkpoint', 'c53947bfe49f8a27', 'compat.py',
+             'wrapped to call the callback it drops on extra_ckpt, which it '
+             "passes to DeepSpeed's save_checkpoint as the client state"),
+    Internal('mmengine', '_strategy.deepspeed.DeepSpeedOptimWrapper.step',
+             'b284acd86acbb462', 'compat.py',
+             "wrapped in no_grad: it calls DeepSpeed's engine.step, whose "
+             'ZeRO all-gather fails in grad mode on gloo'),
     Internal('torch', 'DistributedDataParallel._passing_sync_batchnorm_handle',
              '4ac73592414589fb', 'compat.py',
              'wrapped so that DDP accepts SyncBatchNorm on CPU processes'),
@@ -81,6 +89,7 @@ INTERNALS = [
 def _upstream(name: str):
     """The object an INTERNALS row names."""
     import torch
+    from mmengine._strategy import deepspeed
     from mmengine.dist import utils as dist_utils
     from mmengine.hooks import CheckpointHook
     from mmengine.logging import HistoryBuffer
@@ -99,6 +108,7 @@ def _upstream(name: str):
         runner=type('runner', (), dict(checkpoint=runner_checkpoint)),
         dist=type('dist', (), dict(utils=dist_utils)),
         CheckpointHook=CheckpointHook,
+        _strategy=type('_strategy', (), dict(deepspeed=deepspeed)),
         DistributedDataParallel=torch.nn.parallel.DistributedDataParallel)
     head, *rest = name.split('.')
     obj = scope[head]
@@ -141,7 +151,7 @@ def test_each_internal_is_as_checked(internal):
 # named in the checkpoint allow-list, as numpy itself pickles them.
 PRIVATE_NAMES = {
     '_create_buffer', '_statistics_methods', '_init_dist_pytorch',
-    '_passing_sync_batchnorm_handle',
+    '_passing_sync_batchnorm_handle', '_strategy',
     '_core', '_reconstruct'
 }
 
