@@ -158,3 +158,40 @@ def test_benchmark_compile_in_miniature():
     assert 'first loss     : relative difference 0.00e+00' in out.stdout
     assert re.search(r'max relative difference 0\.00e\+00 over 3 steps, '
                      r'equal within rtol 1\.00e-03$', out.stdout, re.M)
+
+
+def test_benchmark_compile_noise_floor_in_miniature():
+    """--noise-floor perturbs eager three ways and ranks the compiled drift
+    against them step by step; --compile-only compiles one part."""
+    out = subprocess.run(
+        [sys.executable, 'tools/analysis_tools/benchmark_compile.py',
+         '--batch', '2', '--iters', '3', '--warmup', '1', '--img-size',
+         '16', '--backend', 'aot_eager', '--noise-floor', '--compile-only',
+         'encoder', '--cfg-options', 'model.backbone.arch.num_layers=1'],
+        cwd=ROOT, env=train_env(), capture_output=True, text=True,
+        timeout=600)
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert 'compiled  : backbone ' in out.stdout  # not the decoder
+    floor = dict(re.findall(r'^noise floor +: (eager [\w ]+?) +max relative '
+                            r'difference (\S+)$', out.stdout, re.M))
+    assert sorted(floor) == ['eager 1 thread', 'eager 1 ulp', 'eager math']
+    # fp32: every normalised pixel one ulp off moves the losses
+    assert float(floor['eager 1 ulp']) > 0
+    drift = re.search(r'^compiled drift : (.*)\nnoise floor +: (.*)\n'
+                      r'compiled +: (within the noise floor|OUTSIDE)',
+                      out.stdout, re.M)
+    assert drift, out.stdout
+    assert len(drift[1].split()) == len(drift[2].split()) == 3
+
+
+def test_mmengine_compile_switch_compiles_through_the_hook(tmp_path):
+    """``--cfg-options compile...`` (mmengine's key, which would compile
+    the whole train_step and fail to trace it) trains with CompileHook on
+    the encoder and the decoder, with its options."""
+    from mrcl_testing import run_tool
+    argv = train_command(tmp_path, **{'compile.backend': 'aot_eager'})[2:]
+    assert run_tool('train.py', argv) == ''
+    log = next(tmp_path.glob('*/*.log')).read_text()
+    assert ("CompileHook: torch.compile({'backend': 'aot_eager'}) of "
+            'backbone, decoder') in log
+    assert sorted(logged_iterations(tmp_path)) == list(range(1, ITERS + 1))

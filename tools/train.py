@@ -105,6 +105,21 @@ def fit_to_cpu(cfg: Config) -> None:
         print_log(f'no GPU: {note}', logger='current', level=logging.WARNING)
 
 
+def compile_through_hook(cfg: Config) -> None:
+    """``compile=True`` (mmengine's switch), or a dict of
+    ``torch.compile``'s options, compiles the encoder and the decoder with
+    :class:`mrcl_plugin.engine.hooks.CompileHook`: mmengine's own compile
+    of the whole ``train_step`` cannot trace it (docs/speed.md)."""
+    options = cfg.get('compile')
+    if not options:
+        return
+    hook = dict(type='CompileHook', **({} if options is True else options))
+    cfg.setdefault('custom_hooks', []).append(hook)
+    cfg.compile = False
+    print_log(f'compile={options}: custom_hooks += {hook}', logger='current',
+              level=logging.INFO)
+
+
 def main():
     args = parse_args()
     if not osp.isfile(args.config):
@@ -133,6 +148,7 @@ def main():
     fit_to_cpu(cfg)
 
     check_train_config(cfg)
+    compile_through_hook(cfg)
     runner = build_runner(cfg)
     run_logged(runner, runner.train)
 

@@ -20,12 +20,22 @@ are drawn eagerly, so both runs see the same ones), and prints
                  only the order of float operations differs). Barlow
                  Twins at a small batch amplifies a reordering into
                  percents within a few AdamW steps, fp32 included.
+  noise floor    (--noise-floor) how far eager moves from itself under
+                 changes that should not matter: one thread instead of
+                 all, the other attention kernel (math / flash), and every
+                 normalised input pixel one ulp off (the preprocessor's
+                 mean moved to the next float). The compiled drift is
+                 within the floor when no step's difference exceeds the
+                 largest of theirs at that step. --compile-only encoder,
+                 decoder or a module's name (backbone.layers.0.ln1)
+                 compiles that alone, to find the ops whose compiled
+                 form moves the losses (--iters 1: the first step's).
 
     python tools/analysis_tools/benchmark_compile.py            # CIFAR-10
     python tools/analysis_tools/benchmark_compile.py --amp bf16
     python tools/analysis_tools/benchmark_compile.py \\
         configs/mrcl/mrcl-barlowtwins_vit-base-p16_8xb64-coslr-600e_in1k.py \\
-        --batch 8
+        --batch 8 --amp bf16 --iters 5 --warmup 2 --noise-floor
 
 Needs what benchmark_train_step.py needs, and a C++ compiler for inductor.
 """
@@ -35,6 +45,7 @@ import os.path as osp
 import statistics
 import sys
 import tempfile
+from contextlib import nullcontext
 
 import torch
 from mmengine.logging import MessageHub, MMLogger
@@ -45,10 +56,13 @@ from benchmark_train_step import (add_step_arguments, build,  # noqa: E402
                                   load_config, machine_line, make_data,
                                   model_cfgs, optim_cfg, timed_step)
 
-from mrcl_plugin.engine.hooks.compile_hook import \
-    compile_modules  # noqa: E402
+from mrcl_plugin.compat import python_drop_path_rates  # noqa: E402
+from mrcl_plugin.engine.hooks.compile_hook import (  # noqa: E402
+    COMPILED_TYPES, compile_modules)
 
 CONFIG = 'configs/mrcl/mrcl-barlowtwins_vit-tiny-p4_1xb64-coslr-300it_cifar10.py'  # noqa
+PARTS = dict(encoder=('MRCLViT', ),
+             decoder=('MAEPretrainDecoder', 'CheckpointedMAEDecoder'))
 
 
 def parse_args():
@@ -64,6 +78,12 @@ def parse_args():
     p.add_argument('--rtol', type=float, help='loss tolerance (default '
                    "1e-3 in fp32; under AMP, the AMP run's own distance "
                    'from fp32)')
+    p.add_argument('--noise-floor', action='store_true',
+                   help='also run eager with one thread, the other '
+                   'attention kernel and the input one ulp off')
+    p.add_argument('--compile-only', metavar='PART',
+                   help="compile only 'encoder', only 'decoder', or only "
+                   "the module of that name (e.g. backbone.layers.0.ln1)")
     args = p.parse_args()
     if args.iters <= args.warmup:
         p.error(f'--iters {args.iters} must exceed --warmup {args.warmup}')
@@ -72,22 +92,68 @@ def parse_args():
     return args
 
 
-def train(cfg, model_cfg, optim, args, compiled):
-    """(step times, losses) of ``--iters`` steps from seed 0."""
+def train(cfg, model_cfg, optim, args, compiled, threads=None,
+          kernel=nullcontext(), ulp_off=False):
+    """(step times, losses) of ``--iters`` steps from seed 0; ``threads``,
+    ``kernel`` (an attention-kernel context) and ``ulp_off`` perturb an
+    eager run for the noise floor."""
     model, optim_wrapper = build(model_cfg, optim, args)  # seeds 0
     if compiled:
         kwargs = dict(backend=args.backend)
         if args.mode:
             kwargs['mode'] = args.mode
-        print(f'compiled  : {", ".join(compile_modules(model, **kwargs))} '
-              f'({kwargs})', flush=True)
+        if args.compile_only in (None, *PARTS):
+            names = compile_modules(
+                model, PARTS.get(args.compile_only, COMPILED_TYPES), **kwargs)
+        else:
+            names = [args.compile_only]
+            module = model.get_submodule(args.compile_only)
+            python_drop_path_rates(module)
+            module.compile(**kwargs)
+        print(f'compiled  : {", ".join(names)} ({kwargs})', flush=True)
+    if ulp_off:
+        mean = model.data_preprocessor.mean
+        mean.copy_(torch.nextafter(mean, torch.full_like(mean, 1e9)))
     data = make_data(cfg, args.batch, args.device)
     times, losses = [], []
-    for _ in range(args.iters):
-        t, log_vars = timed_step(model, optim_wrapper, data, args.device)
-        times.append(t)
-        losses.append(float(torch.as_tensor(log_vars['loss']).detach()))
+    default_threads = torch.get_num_threads()
+    torch.set_num_threads(threads or default_threads)
+    try:
+        with kernel:
+            for _ in range(args.iters):
+                t, log_vars = timed_step(model, optim_wrapper, data,
+                                         args.device)
+                times.append(t)
+                losses.append(
+                    float(torch.as_tensor(log_vars['loss']).detach()))
+    finally:
+        torch.set_num_threads(default_threads)
     return times, losses
+
+
+def noise_floor(cfg, model_cfg, optim, args) -> dict:
+    """The perturbed eager runs, by name."""
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+    other_optim, kernel = optim, nullcontext()
+    if optim.get('sdpa_backend'):  # CPUBF16OptimWrapper picks the kernel
+        other = dict(math='flash_attention',
+                     flash_attention='math')[optim['sdpa_backend']]
+        other_optim = dict(optim, sdpa_backend=other)
+    else:  # torch picks a fused kernel: the math one
+        other, kernel = 'math', sdpa_kernel(SDPBackend.MATH)
+    return {
+        'eager 1 thread': train(cfg, model_cfg, optim, args, False,
+                                threads=1),
+        f'eager {other}': train(cfg, model_cfg, other_optim, args, False,
+                                kernel=kernel),
+        'eager 1 ulp': train(cfg, model_cfg, optim, args, False,
+                             ulp_off=True),
+    }
+
+
+def step_diffs(reference, losses):
+    return [abs(v - r) / max(abs(r), 1e-12)
+            for r, v in zip(reference, losses)]
 
 
 def main():
@@ -108,7 +174,9 @@ def main():
         f'{k}={v}' for k, v in over.items()) or 'none'))
     print(f'step      : {args.batch} images x 2 views on {args.device}, '
           f'{optim["type"]} ({precision}), {args.iters} steps from seed 0, '
-          f'step time after {args.warmup}', flush=True)
+          f'step time after {args.warmup}' + (
+              f', compiling the {args.compile_only} only'
+              if args.compile_only else ''), flush=True)
     runs = {mode: train(cfg, model_cfg, optim, args, mode == 'compiled')
             for mode in ('eager', 'compiled')}
     rtol = args.rtol or 1e-3
@@ -118,6 +186,9 @@ def main():
                                                         amp='none')))
         runs['eager fp32'] = train(cfg, model_cfg, fp32, args, False)
         rtol = max_rel_diff(runs['eager fp32'][1], runs['eager'][1])
+    floor = noise_floor(cfg, model_cfg, optim, args) if args.noise_floor \
+        else {}
+    runs.update(floor)
 
     (t_e, l_e), (t_c, l_c) = runs['eager'], runs['compiled']
     med_e = statistics.median(t_e[args.warmup:])
@@ -125,8 +196,8 @@ def main():
     diff = max_rel_diff(l_e, l_c)
     print(f'\nRESULTS [{machine_line()}] {precision}')
     for mode, (times, losses) in runs.items():
-        print(f'{mode:10s} losses: ' + ' '.join(f'{v:.5g}' for v in losses))
-        print(f'{mode:10s} step s: ' + ' '.join(f'{t:.3g}' for t in times))
+        print(f'{mode:14s} losses: ' + ' '.join(f'{v:.5g}' for v in losses))
+        print(f'{mode:14s} step s: ' + ' '.join(f'{t:.3g}' for t in times))
     print(f'compile time   : {t_c[0] - t_e[0]:.1f} s (first step: eager '
           f'{t_e[0]:.2f} s, compiled {t_c[0]:.2f} s)')
     print(f'step time      : eager {med_e:.4f} s, compiled {med_c:.4f} s, '
@@ -138,6 +209,21 @@ def main():
                                      'DIFFERENT') + f' within rtol '
           f'{rtol:.2e}' + (' (eager AMP against eager fp32)' if
                            'eager fp32' in runs else ''))
+    if floor:
+        compiled = step_diffs(l_e, l_c)
+        spread = [max(d) for d in zip(*(step_diffs(l_e, r[1])
+                                        for r in floor.values()))]
+        for name, (_, losses) in floor.items():
+            print(f'noise floor    : {name:16s} max relative difference '
+                  f'{max_rel_diff(l_e, losses):.2e}')
+        print('compiled drift : ' + ' '.join(f'{d:.1e}' for d in compiled)
+              + '\nnoise floor    : ' + ' '.join(f'{d:.1e}' for d in spread)
+              + '\ncompiled       : ' + (
+                  'within the noise floor' if all(
+                      c <= f for c, f in zip(compiled, spread)) else
+                  'OUTSIDE the noise floor at step(s) ' + ', '.join(
+                      str(i + 1) for i, (c, f) in enumerate(
+                          zip(compiled, spread)) if c > f)))
     gain = med_e - med_c
     print('break-even     : ' + (f'{(t_c[0] - t_e[0]) / gain:.0f} steps'
                                  if gain > 0 else 'never (no speed-up)'))
