@@ -59,3 +59,36 @@ def test_benchmark_in_miniature(amp, wrapper):
     time_ratio, mem_ratio = map(float, ratios.groups())
     assert time_ratio == table['mrcl']['time ratio'] > 0
     assert mem_ratio == table['mrcl']['mem ratio'] > 0
+
+
+def test_profile_in_miniature():
+    """--profile splits each model's step by part: the decoder's parts only
+    in MRCL, forward FLOPs that add up to the counted step's, and a
+    kernel table."""
+    out = subprocess.run(
+        [sys.executable, SCRIPT, CONFIG, '--batch', '4', '--warmup', '1',
+         '--iters', '1', '--amp', 'bf16', '--img-size', '16', '--no-memory',
+         '--profile', '--cfg-options', 'model.backbone.arch.num_layers=2'],
+        cwd=ROOT, env=train_env(), capture_output=True, text=True,
+        timeout=900)
+    assert out.returncode == 0, out.stderr[-3000:]
+    lines = out.stdout[out.stdout.index('\nPROFILE ['):].splitlines()[3:]
+    parts = {}
+    for line in lines:
+        if line.startswith('profiled op time'):
+            break
+        name, cells = re.split(r'\s{2,}', line, maxsplit=1)
+        cells = re.split(r'\s{2,}', cells.strip())
+        parts[name] = cells  # 'fwd + bwd', GFLOP, GFLOP/s, ... extra
+    assert {'encoder: blocks', 'decoder: blocks', 'contrastive loss',
+            'optimizer step'} <= set(parts)
+    baseline_s = [float(t) for t in parts['decoder: blocks'][0].split('+')]
+    mrcl_s = [float(t) for t in parts['decoder: blocks'][3].split('+')]
+    assert baseline_s == [0, 0] and sum(mrcl_s) > 0
+    mrcl_gflop = sum(float(c[4]) for c in parts.values())
+    assert float(parts['encoder: blocks'][4]) > 0.5 * mrcl_gflop
+    ratios = re.search(r'profiled op time: baseline ([\d.]+) s, MRCL '
+                       r'([\d.]+) s, ratio [\d.]+x; forward FLOP ratio '
+                       r'([\d.]+)x', out.stdout)
+    assert ratios and all(float(v) > 0 for v in ratios.groups())
+    assert 'kernels whose self time differs most' in out.stdout

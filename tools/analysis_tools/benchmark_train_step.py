@@ -42,6 +42,12 @@ FLOPs: torch.utils.flop_counter over one forward + backward at batch 2,
 scaled to --batch (matmuls, convolutions and attention; the optimizer and
 elementwise ops are not counted); MFU = FLOPs / step time / --peak-tflops.
 
+Profile (--profile): one more step of each model under torch.profiler, its
+time by part of the model (encoder blocks, masking, decoder, projector,
+loss terms, optimizer; forward and backward) next to that part's FLOPs,
+and the kernels whose time differs most between the two models
+(step_profile.py says how ops are assigned to parts).
+
 Needs torch, mmengine, mmcv (none of its compiled ops), mmpretrain and
 this plugin importable (PYTHONPATH=. from the repository root).
 """
@@ -121,6 +127,8 @@ def parse_args():
     p.add_argument('--peak-tflops', type=float,
                    help="the device's peak TFLOP/s in the step's dtype, for "
                    'the model FLOP utilisation (MFU)')
+    p.add_argument('--profile', action='store_true',
+                   help='profile one step of each model by part and kernel')
     p.add_argument('--memory-worker', help=argparse.SUPPRESS)
     args = p.parse_args()
     if args.device == 'cuda' and not torch.cuda.is_available():
@@ -267,8 +275,10 @@ def measure_memory(args, name):
     return json.loads(lines[-1][6:])
 
 
-def count_flops(model, optim, data):
-    """FLOPs of one forward + backward (FlopCounterMode)."""
+def count_flops(model, optim, data, backward=True):
+    """The FlopCounterMode that counted one forward + backward (or one
+    forward alone, where its counts by module are exact: it assigns the
+    backward's to modules by hooks that fire out of order)."""
     aten = torch.ops.aten
     custom = {}  # torch counts the CUDA attention kernels, not the CPU one
     if hasattr(aten, '_scaled_dot_product_flash_attention_for_cpu'):
@@ -278,12 +288,13 @@ def count_flops(model, optim, data):
             lambda g, q, k, v, *a, out_shape=None, **kw:
             sdpa_backward_flop_count(g, q, k, v))
     counter = FlopCounterMode(display=False, custom_mapping=custom)
-    with counter:
+    with counter, torch.set_grad_enabled(backward):
         with optim.optim_context(model):
             losses = model(**model.data_preprocessor(data, True), mode='loss')
-        model.parse_losses(losses)[0].backward()
+        if backward:
+            model.parse_losses(losses)[0].backward()
     model.zero_grad(set_to_none=True)
-    return counter.get_total_flops()
+    return counter
 
 
 def machine_line() -> str:
@@ -364,8 +375,8 @@ def main():
     flops, small = {}, min(2, args.batch)
     if not args.no_flops:
         data = make_data(cfg, small, args.device)
-        flops = {n: count_flops(*m, data) * args.batch / small
-                 for n, m in models.items()}
+        flops = {n: count_flops(*m, data).get_total_flops() * args.batch /
+                 small for n, m in models.items()}
     data, names = make_data(cfg, args.batch, args.device), list(cfgs)
     times, losses = {n: [] for n in names}, {}
     for r in range(-args.warmup, args.iters):
@@ -387,6 +398,54 @@ def main():
     if args.iters and mem:
         print(f'MRCL/baseline: time {rows["mrcl"]["time ratio"]}, peak '
               f'memory {rows["mrcl"]["mem ratio"]}')
+    if args.profile:
+        print_profile(args, cfg, models, data)
+
+
+def print_profile(args, cfg, models, data):
+    """The --profile tables: time and FLOPs by part, then by kernel."""
+    from step_profile import flops_by_part, profile_step
+    small = min(2, args.batch)
+    few = make_data(cfg, small, args.device)
+    runs = {}
+    for n, (model, optim) in models.items():
+        flops = flops_by_part(count_flops(model, optim, few, backward=False))
+        runs[n] = (profile_step(lambda: model.train_step(data, optim),
+                                model),
+                   {k: v * args.batch / small for k, v in flops.items()})
+    base, mrcl = runs['baseline'], runs['mrcl']
+    parts = list(dict.fromkeys([*base[0]['parts'], *mrcl[0]['parts']]))
+    print(f'\nPROFILE [{machine_line()}] one step each: seconds of op '
+          'time (forward + backward), and forward GFLOP and GFLOP/s, by '
+          'part:')
+    rows = {}
+    for part in parts:
+        row = {}
+        for n, (prof, flops) in (('baseline', base), ('mrcl', mrcl)):
+            t = prof['parts'].get(part, dict(forward=0., backward=0.))
+            row[f'{n} s'] = f'{t["forward"]:.3f} + {t["backward"]:.3f}'
+            f = flops.get(part, 0.)
+            row[f'{n} fwd GFLOP'] = f'{f / 1e9:.1f}'
+            row[f'{n} GFLOP/s'] = (f'{f / t["forward"] / 1e9:.0f}'
+                                   if f and t['forward'] else '-')
+        extra = sum(mrcl[0]['parts'].get(part, {}).values()) - sum(
+            base[0]['parts'].get(part, {}).values())
+        row['MRCL extra s'] = f'{extra:+.3f}'
+        rows[part] = row
+    print_table(rows)
+    t_b, t_m = base[0]['total'], mrcl[0]['total']
+    f_b, f_m = sum(base[1].values()), sum(mrcl[1].values())
+    print(f'profiled op time: baseline {t_b:.3f} s, MRCL {t_m:.3f} s, '
+          f'ratio {t_m / t_b:.3f}x; forward FLOP ratio {f_m / f_b:.3f}x')
+    kernels = {k: (base[0]['kernels'].get(k, 0.),
+                   mrcl[0]['kernels'].get(k, 0.))
+               for k in {*base[0]['kernels'], *mrcl[0]['kernels']}}
+    top = sorted(kernels, key=lambda k: -abs(kernels[k][1] - kernels[k][0]))
+    print('\nkernels whose self time differs most (s):')
+    print_table({k: {'baseline': f'{kernels[k][0]:.3f}',
+                     'MRCL': f'{kernels[k][1]:.3f}',
+                     'difference': f'{kernels[k][1] - kernels[k][0]:+.3f}'}
+                 for k in top[:12]})
 
 
 if __name__ == '__main__':
