@@ -183,3 +183,27 @@ def test_cross_correlation_of_a_bf16_model():
     got = cross_correlation_loss(z1, z2, half)
     assert got.dtype == torch.float32
     assert got.item() == pytest.approx(expected.item(), rel=0.02)
+
+
+@pytest.mark.parametrize('n, dim', [(16, 128), (96, 32)], ids=['N<D', 'N>D'])
+def test_cross_correlation_loss_without_the_matrix(n, dim):
+    """The loss from Gram matrices, never forming the D x D
+    cross-correlation, has the value and the gradients of mmpretrain's
+    ``CrossCorrelationLoss`` on that matrix, with fewer samples than
+    channels (the configs) and more."""
+    from mmpretrain.registry import MODELS
+
+    from mrcl_plugin.models.algorithms.mr_barlowtwins import \
+        cross_correlation_loss
+    torch.manual_seed(0)
+    z1 = torch.randn(n, dim, requires_grad=True)
+    z2 = (0.7 * z1.detach() + 0.3 * torch.randn(n, dim)).requires_grad_()
+    head = MODELS.build(copy.deepcopy(HEADS['barlowtwins'])).train()
+    head.bn = torch.nn.BatchNorm1d(dim, affine=False)
+    got = cross_correlation_loss(z1, z2, head)
+    grads = torch.autograd.grad(got, (z1, z2))
+    c = head.bn(z1).T @ head.bn(z2) / n
+    expected = head.loss_module(c)
+    torch.testing.assert_close(got, expected, rtol=1e-5, atol=0)
+    for g, e in zip(grads, torch.autograd.grad(expected, (z1, z2))):
+        torch.testing.assert_close(g, e, rtol=1e-4, atol=1e-6)
