@@ -230,9 +230,8 @@ LONG_PRESET = replace(
     rec_weights=(),
     balances=(),
     fp32_check=False,
-    # loading in the main process (0.3 s of its 1.1 s iterations, as the
-    # runs' logs show): the two loader workers of cifar10-cpu would overlap
-    # it, but take the 2 cores the step needs
+    # loading in the main process: 1 or 2 loader workers pay nothing on 2
+    # cores (run.py --plan --num-workers, docs/speed.md#data-loading)
     num_workers=0,
     # 6 points and iteration 0; 65 puts one at the halfway point, 195
     curve_interval=65,

@@ -12,6 +12,7 @@ the runs to go instead of running them.
 import argparse
 import os.path as osp
 import sys
+from dataclasses import replace
 
 sys.path.insert(0, osp.dirname(osp.abspath(__file__)))  # its siblings
 from presets import PRESETS  # noqa: E402
@@ -32,9 +33,14 @@ def main():
                         'times and print the budget of the runs to go')
     parser.add_argument('--plan-iters', type=int, default=20,
                         help='timed iterations per arm for --plan')
+    parser.add_argument('--num-workers', type=int, help='data loader '
+                        "workers (default the preset's): --plan with each "
+                        'number measures what they pay here')
     args = parser.parse_args()
     csv = args.csv or osp.join(args.work_dir, f'{args.preset}.csv')
     preset = PRESETS[args.preset]
+    if args.num_workers is not None:
+        preset = replace(preset, num_workers=args.num_workers)
     try:
         if args.plan:
             from budget import plan
