@@ -1,7 +1,8 @@
 """tools/analysis_tools/gpu_check.py in its CPU miniature (the benchmark of
 the small config at 16 px, 2 iterations of the shrunk ImageNet
 MR-BarlowTwins config on the real Tiny-ImageNet sample, 2 runs of the
-``micro`` study preset on the real CIFAR-10 sample): every figure the GPU
+``micro`` study preset on the real CIFAR-10 sample, a 1-layer model
+compiled through aot_eager): every figure the GPU
 run reports is printed, parses and is finite; and its one-line errors."""
 import math
 import re
@@ -73,6 +74,14 @@ def test_cpu_miniature_prints_every_figure(tmp_path):
     for row in parts['c-run']:
         assert 0 <= number(row['knn_top1']) <= 100
         assert 0 <= number(row['linear_top1']) <= 100
+    # d: the compiled step against eager and eager's noise floor
+    (compiled, ) = parts['d']
+    assert number(compiled['compile_s']) > 0
+    assert number(compiled['speed_up']) > 0
+    assert len(compiled['drift'].split(',')) == len(
+        compiled['noise_floor'].split(',')) == 3
+    assert all(number(v) >= 0 for v in compiled['noise_floor'].split(','))
+    assert compiled['within_floor'] in ('True', 'False')
     assert parts['done'][0]['within_budget'] == 'True'
 
 

@@ -4,16 +4,21 @@ the GPU's name on a ``GPU-CHECK [<gpu>] <part> ...`` line:
   a  the ViT-B/16 train step at 64 images per GPU under AMP in fp16 and in
      bf16, MR-BarlowTwins against BarlowTwins (benchmark_train_step.py):
      step time and its ratio, images/s, peak memory allocated and reserved,
-     MFU against the card's dense bf16 peak;
+     MFU against the card's dense bf16 peak; and once more in fp16 with
+     the decoder checkpointed (CheckpointedMAEDecoder, with_cp=True);
+  d  the same step compiled (benchmark_compile.py, bf16, --noise-floor):
+     compile time, speed-up, break-even, and the compiled drift from eager
+     against eager's own under changes that should not matter;
   b  100 iterations of MR-BarlowTwins ViT-B/16 at 224 px under the config's
      AMP (fp16, dynamic loss scale) on the Tiny-ImageNet sample in the
      ImageNet layout: every loss finite, the loss scale logged;
   c  the ``cifar10-gpu`` study preset, cut at the time left (each finished
      run is one CSV row; the run in flight at the deadline is dropped).
 
-``--cpu-miniature`` runs the same three parts on the CPU in about a minute
+``--cpu-miniature`` runs the same four parts on the CPU in about a minute
 (the small CIFAR-10 config at 16 px for a; a 2-layer, 64-wide ViT at 32 px
-for 2 iterations under bf16 autocast for b; the ``micro`` preset for c):
+for 2 iterations under bf16 autocast for b; the ``micro`` preset for c;
+a 1-layer model through ``aot_eager`` for d):
 tests/test_gpu_check.py runs it in CI so that the script cannot rot.
 
 Needs, besides a CUDA torch (the device machine's Python 3.12 has torch,
@@ -44,6 +49,9 @@ import time
 ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
 BENCHMARK = osp.join(ROOT, 'tools', 'analysis_tools',
                      'benchmark_train_step.py')
+COMPILE = osp.join(ROOT, 'tools', 'analysis_tools', 'benchmark_compile.py')
+WITH_CP = ['--cfg-options', 'model.decoder.type=CheckpointedMAEDecoder',
+           'model.decoder.with_cp=True']
 IN1K = 'configs/mrcl/mrcl-barlowtwins_vit-base-p16_8xb64-coslr-600e_in1k.py'
 SMALL = ('configs/mrcl/'
          'mrcl-barlowtwins_vit-tiny-p4_1xb64-coslr-300it_cifar10.py')
@@ -119,9 +127,10 @@ def part_a(args, gpu, env):
                           '--warmup', '1', '--iters', '2', '--cfg-options',
                           'model.backbone.arch.num_layers=2'])]
     else:
-        runs = [(amp, [IN1K, '--device', 'cuda', '--batch', '64',
-                       '--warmup', '3', '--iters', '10'])
-                for amp in ('fp16', 'bf16')]
+        step = [IN1K, '--device', 'cuda', '--batch', '64', '--warmup', '3',
+                '--iters', '10']
+        runs = [('fp16', step), ('bf16', list(step)),
+                ('fp16', step + WITH_CP)]
     for amp, argv in runs:
         peak = args.peak_tflops
         argv += ['--amp', amp] + (['--peak-tflops', str(peak)] if peak else [])
@@ -134,12 +143,43 @@ def part_a(args, gpu, env):
         rows = result_table(out.stdout)
         for model, row in rows.items():
             figure(gpu, 'a', amp=amp, model=model, batch=argv[argv.index(
-                '--batch') + 1], median_s=row['median s'],
+                '--batch') + 1], with_cp='with_cp=True' in ' '.join(argv),
+                median_s=row['median s'],
                 img_per_s=row['img/s'], time_ratio=row['time ratio'],
                 peak_alloc_mib=row['peak MiB'],
                 reserved_mib=row.get('reserved MiB', row.get('VmHWM MiB')),
                 mem_ratio=row['mem ratio'], mfu=row.get('MFU', 'n/a'),
                 loss=row['loss'])
+
+
+def part_d(args, gpu, env):
+    """The compiled step against eager and eager's noise floor."""
+    argv = ([SMALL, '--img-size', '16', '--batch', '2', '--iters', '3',
+             '--warmup', '1', '--backend', 'aot_eager', '--cfg-options',
+             'model.backbone.arch.num_layers=1'] if args.cpu_miniature else
+            [IN1K, '--device', 'cuda', '--batch', '64', '--iters', '8',
+             '--warmup', '3'])
+    out = subprocess.run([sys.executable, COMPILE, *argv, '--amp', 'bf16',
+                          '--noise-floor'], cwd=ROOT, env=env,
+                         capture_output=True, text=True)
+    print(out.stdout, flush=True)
+    if out.returncode:
+        sys.exit('error: benchmark_compile.py failed: '
+                 + (out.stderr.strip().splitlines() or ['?'])[-1])
+
+    def found(pattern):
+        return re.search(pattern, out.stdout, re.M)[1]
+
+    figure(gpu, 'd', batch=argv[argv.index('--batch') + 1],
+           compile_s=found(r'^compile time +: (-?[\d.]+) s'),
+           speed_up=found(r'speed-up ([\d.]+)x'),
+           break_even=found(r'^break-even +: (\S+)'),
+           first_loss_diff=found(r'^first loss +: relative difference '
+                                 r'(\S+)'),
+           drift=found(r'^compiled drift : (.*)$').replace(' ', ','),
+           noise_floor=found(r'^noise floor +: ([\d.e+ -]+)$').replace(
+               ' ', ','),
+           within_floor=found(r'^compiled +: (within|OUTSIDE)') == 'within')
 
 
 def part_b_config(args, data_root, work_dir):
@@ -296,6 +336,8 @@ def main():
     figure(gpu, 'a-done', elapsed_s=f'{time.time() - start:.0f}')
     part_b(args, gpu, data_root, osp.join(work_dir, 'b'))
     figure(gpu, 'b-done', elapsed_s=f'{time.time() - start:.0f}')
+    part_d(args, gpu, env)
+    figure(gpu, 'd-done', elapsed_s=f'{time.time() - start:.0f}')
     left = args.budget_s - (time.time() - start) - 15
     part_c(args, gpu, env, osp.join(work_dir, 'study'), max(left, 30))
     wall = time.time() - start
