@@ -50,9 +50,13 @@ def test_train_plus_unlabeled_is_the_pretraining_set(stl10):
 
 
 def test_the_pipeline_gets_the_image(stl10):
+    """Built outside a Runner, as a script would: in mmpretrain's scope
+    (another test may have left mmseg's as the default)."""
+    from mmengine.registry import DefaultScope
     root, written = stl10
-    dataset = STL10(data_root=str(root), split='test',
-                    pipeline=[dict(type='PackInputs')])
+    with DefaultScope.overwrite_default_scope('mmpretrain'):
+        dataset = STL10(data_root=str(root), split='test',
+                        pipeline=[dict(type='PackInputs')])
     sample = dataset[1]
     img = sample['inputs'].permute(1, 2, 0).numpy()
     np.testing.assert_array_equal(img, written['test'][0][1])
