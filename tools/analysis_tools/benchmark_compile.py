@@ -56,9 +56,8 @@ from benchmark_train_step import (add_step_arguments, build,  # noqa: E402
                                   load_config, machine_line, make_data,
                                   model_cfgs, optim_cfg, timed_step)
 
-from mrcl_plugin.compat import python_drop_path_rates  # noqa: E402
 from mrcl_plugin.engine.hooks.compile_hook import (  # noqa: E402
-    COMPILED_TYPES, compile_modules)
+    COMPILED_TYPES, compile_in_place, compile_modules)
 
 CONFIG = 'configs/mrcl/mrcl-barlowtwins_vit-tiny-p4_1xb64-coslr-300it_cifar10.py'  # noqa
 PARTS = dict(encoder=('MRCLViT', ),
@@ -107,9 +106,8 @@ def train(cfg, model_cfg, optim, args, compiled, threads=None,
                 model, PARTS.get(args.compile_only, COMPILED_TYPES), **kwargs)
         else:
             names = [args.compile_only]
-            module = model.get_submodule(args.compile_only)
-            python_drop_path_rates(module)
-            module.compile(**kwargs)
+            compile_in_place(model.get_submodule(args.compile_only),
+                             **kwargs)
         print(f'compiled  : {", ".join(names)} ({kwargs})', flush=True)
     if ulp_off:
         mean = model.data_preprocessor.mean

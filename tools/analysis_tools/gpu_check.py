@@ -129,11 +129,11 @@ def part_a(args, gpu, env):
     else:
         step = [IN1K, '--device', 'cuda', '--batch', '64', '--warmup', '3',
                 '--iters', '10']
-        runs = [('fp16', step), ('bf16', list(step)),
-                ('fp16', step + WITH_CP)]
+        runs = [('fp16', step), ('bf16', step), ('fp16', step + WITH_CP)]
     for amp, argv in runs:
         peak = args.peak_tflops
-        argv += ['--amp', amp] + (['--peak-tflops', str(peak)] if peak else [])
+        argv = argv + ['--amp', amp] + (
+            ['--peak-tflops', str(peak)] if peak else [])
         out = subprocess.run([sys.executable, BENCHMARK] + argv, cwd=ROOT,
                              env=env, capture_output=True, text=True)
         print(out.stdout, flush=True)

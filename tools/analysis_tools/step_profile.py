@@ -7,12 +7,12 @@ module to a part (:func:`part_of`): the encoder's patch embedding, blocks
 and the rest of it (masking, gathers, class token and position
 embeddings, final norm), the decoder's blocks and the rest of it, the
 projector, the contrastive loss and the reconstruction loss. Ops of the
-algorithm's own code (``contrastive_loss``: pooling, gathers, the
-cross-correlation matrix) belong to the contrastive loss. A backward op
+algorithm's own code (``contrastive_loss``: pooling, gathers, Barlow
+Twins' Gram matrices) belong to the contrastive loss. A backward op
 belongs to the part of the forward op that recorded it (the profiler's
 ``sequence_nr``); the optimizer step and what runs outside the model are
-parts of their own. FLOPs by part come from ``FlopCounterMode``'s module
-tree, counted as the step ran (matmuls, convolutions, attention).
+parts of their own. Forward FLOPs by part come from ``FlopCounterMode``'s
+module tree over a forward alone (matmuls, convolutions, attention).
 """
 import re
 from collections import defaultdict
@@ -84,19 +84,18 @@ def profile_step(step, model) -> dict:
     finally:
         for h in handles:
             h.remove()
-    events = prof.events()
+    events = [(e, _backward_node(e)) for e in prof.events()]
     forward_part = {}
-    for e in events:  # the forward ops that record autograd nodes
-        if e.sequence_nr >= 0 and _backward_node(e) is None:
+    for e, backward in events:  # the forward ops that record autograd nodes
+        if e.sequence_nr >= 0 and backward is None:
             forward_part.setdefault(e.sequence_nr, _part(e))
     parts = defaultdict(lambda: dict(forward=0.0, backward=0.0))
     kernels = defaultdict(float)
-    for e in events:
+    for e, backward in events:
         if e.name.startswith(PREFIX):
             continue  # a range: its ops are counted
         seconds = e.self_cpu_time_total / 1e6
         kernels[e.name] += seconds
-        backward = _backward_node(e)
         if backward is not None:
             part = forward_part.get(backward.sequence_nr, OUTSIDE)
             parts[part]['backward'] += seconds
@@ -117,11 +116,11 @@ def _backward_node(event):
 
 
 def flops_by_part(counter) -> dict:
-    """{part: FLOPs, forward and backward} from a ``FlopCounterMode`` that
-    counted a step. Its counts are by module, each including the modules
-    it called; a module's own FLOPs (less those of the nearest counted
-    modules inside it) go to its part, and those outside every module to
-    the contrastive loss."""
+    """{part: FLOPs} from a ``FlopCounterMode`` that counted a forward (in
+    a backward its module hooks fire out of order). Its counts are by
+    module, each including the modules it called; a module's own FLOPs
+    (less those of the nearest counted modules inside it) go to its part,
+    and those outside every module to the contrastive loss."""
     counts = {name: sum(ops.values())
               for name, ops in counter.get_flop_counts().items()}
     top = 'Global'  # all; then 'MRBarlowTwins', 'MRBarlowTwins.neck', ...

@@ -63,7 +63,12 @@ def compile_modules(model, types: Sequence[str] = COMPILED_TYPES,
         raise ValueError(f'CompileHook.types {tuple(types)}: the model has '
                          'no module of these classes')
     for name in names:
-        module = model.get_submodule(name)
-        python_drop_path_rates(module)
-        module.compile(**compile_cfg)
+        compile_in_place(model.get_submodule(name), **compile_cfg)
     return names
+
+
+def compile_in_place(module, **compile_cfg) -> None:
+    """:meth:`torch.nn.Module.compile` of ``module``, its drop-path rates
+    made Python floats first (:func:`python_drop_path_rates`)."""
+    python_drop_path_rates(module)
+    module.compile(**compile_cfg)
