@@ -17,7 +17,6 @@
   tokens): for code that needs ViT-B's patch size (dense transfer).
 """
 import os
-import socket
 import sys
 from pathlib import Path
 
@@ -52,9 +51,8 @@ def mrcl_data_env(monkeypatch, data_root) -> Path:
 
 @pytest.fixture
 def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(('127.0.0.1', 0))
-        return s.getsockname()[1]
+    from mrcl_testing import free_port
+    return free_port()
 
 
 @pytest.fixture(scope='session')

@@ -5,6 +5,7 @@ import itertools
 import json
 import os
 import runpy
+import socket
 import sys
 from pathlib import Path
 
@@ -167,6 +168,14 @@ TINY_TRAIN_OPTIONS = dict({
 
 
 _RUNNERS = itertools.count()
+
+
+def free_port() -> int:
+    """A free TCP port on localhost, for a process group's rendezvous
+    (torchrun's ``--master_port=0`` hangs on gloo)."""
+    with socket.socket() as s:
+        s.bind(('127.0.0.1', 0))
+        return s.getsockname()[1]
 
 
 def experiment_name(tag: str = 'test') -> str:

@@ -12,7 +12,6 @@ import importlib.util
 import json
 import os
 import shutil
-import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -25,7 +24,9 @@ from mrcl_plugin.checkpoint import CheckpointError, load_checkpoint_file
 from mrcl_plugin.converters import convert_file, to_mmpretrain, to_timm
 from mrcl_plugin.zero_checkpoint import (MODEL_STATES, STAND_INS,
                                          load_zero_checkpoint)
-from mrcl_testing import DATA, ROOT, write_stl10
+from mrcl_testing import (DATA, ROOT, free_port, logged_iterations,
+                          run_tool, write_stl10)
+from test_config_matrix import options, stl10_root  # noqa: F401 (fixture)
 
 FIXTURE = Path(__file__).parent / 'data' / 'zero_checkpoint'
 CONFIGS = ROOT / 'configs' / 'mrcl'
@@ -48,16 +49,11 @@ def torchrun(config: Path, work: Path, stl10_root: Path, **extra) -> dict:
     """``tools/train.py CONFIG --launcher pytorch`` on 2 gloo processes
     (torchrun, as ``tools/dist_train.sh CONFIG 2`` starts it), shrunk as
     the config matrix shrinks it; {iteration: logged scalars}."""
-    from mrcl_testing import logged_iterations
-    from test_config_matrix import options
     shutil.rmtree(work, ignore_errors=True)
-    with socket.socket() as s:  # torchrun's --master_port=0 hangs on gloo
-        s.bind(('127.0.0.1', 0))
-        port = s.getsockname()[1]
     command = [
         sys.executable, '-m', 'torch.distributed.run', '--nproc_per_node=2',
-        f'--master_port={port}', 'tools/train.py', str(config), '--work-dir',
-        str(work), '--launcher', 'pytorch', '--cfg-options',
+        f'--master_port={free_port()}', 'tools/train.py', str(config),
+        '--work-dir', str(work), '--launcher', 'pytorch', '--cfg-options',
         *options(config, stl10_root, **{**RUN, **extra})]
     env = dict(os.environ, PYTHONPATH=str(ROOT), MRCL_DATA=str(DATA),
                OMP_NUM_THREADS='1')
@@ -72,13 +68,6 @@ def losses(logged: dict) -> dict:
             for i, r in logged.items()}
 
 
-@pytest.fixture(scope='module')
-def stl10_root(tmp_path_factory):
-    root = tmp_path_factory.mktemp('stl10')
-    write_stl10(root, train=8, unlabeled=8, test=4)
-    return root
-
-
 def test_deepspeed_trains_as_ddp_or_names_what_it_needs(tmp_path,
                                                        stl10_root):
     """Without DeepSpeed (CI's set-up) the config stops at the start with
@@ -87,8 +76,6 @@ def test_deepspeed_trains_as_ddp_or_names_what_it_needs(tmp_path,
     the shipped bf16 config trains within bf16's distance of them, and its
     checkpoint folder converts to fp32 weights that round to what it
     trained with."""
-    from mrcl_testing import run_tool
-    from test_config_matrix import options
     if importlib.util.find_spec('deepspeed') is None:
         message = run_tool('train.py', [
             DS_CONFIG, '--work-dir', tmp_path, '--cfg-options',
@@ -188,7 +175,6 @@ def test_slices_of_another_save_are_refused(broken_copy):
 if __name__ == '__main__':
     # Rewrite tests/data/zero_checkpoint: 2 processes, bf16 ZeRO-2, tiny.
     import tempfile
-    sys.path.insert(0, str(Path(__file__).parent))
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         write_stl10(tmp / 'stl10', train=8, unlabeled=8, test=4)

@@ -21,7 +21,7 @@ import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
-from mrcl_testing import NECK, build, mrcl_cfg, two_views
+from mrcl_testing import NECK, build, free_port, mrcl_cfg, two_views
 
 WORLD = 2
 BATCH = 8  # global: 4 images per process
@@ -152,7 +152,6 @@ def worker(rank: int, port: int, init: str, out: str) -> None:
 @pytest.fixture(scope='module')
 def runs(tmp_path_factory):
     """The single-process and the 2-process results, per variant."""
-    import socket
     tmp = tmp_path_factory.mktemp('dist')
     single = {}
     for variant in VARIANTS:
@@ -160,10 +159,7 @@ def runs(tmp_path_factory):
         model = build(model_cfg(variant))  # SyncBN reverted to BN1d
         torch.save(model.state_dict(), tmp / f'{variant}.pth')
         single[variant] = train(model, rank=0, world=1)
-    with socket.socket() as s:
-        s.bind(('127.0.0.1', 0))
-        port = s.getsockname()[1]
-    mp.spawn(worker, args=(port, str(tmp), str(tmp)), nprocs=WORLD)
+    mp.spawn(worker, args=(free_port(), str(tmp), str(tmp)), nprocs=WORLD)
     ranks = [torch.load(tmp / f'rank{r}.pth') for r in range(WORLD)]
     return single, ranks
 
