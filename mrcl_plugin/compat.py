@@ -6,8 +6,11 @@ which needs two processes) that fails without it. Both functions are
 idempotent:
 
 - :func:`apply` runs when ``mrcl_plugin`` is imported (configs do it through
-  ``custom_imports``): weights-only checkpoint loading, the security fix,
-  for every process, and the hooks' part of DeepSpeed checkpoints.
+  ``custom_imports``), for every process: the security fixes (a torch whose
+  weights-only loading is safe, every checkpoint scheme of mmengine read as
+  data by :mod:`mrcl_plugin.checkpoints.schemes`, a resumed checkpoint's
+  saved config read as data, never run) and the hooks' part of DeepSpeed
+  checkpoints, saved and resumed.
 - :func:`apply_cpu_distributed` runs only where a run opts in by importing
   :mod:`mrcl_plugin.cpu_distributed` (the gloo config's ``custom_imports``;
   ``tools/train.py`` with a launcher on a machine without a GPU): mmengine's
@@ -35,7 +38,7 @@ Fixes that need no code live elsewhere:
   there (tests/test_install.py, tests/test_mim_train.py).
 """
 import functools
-import os.path as osp
+import re
 
 import numpy as np
 import torch
@@ -44,24 +47,55 @@ _APPLIED = False
 _CPU_DISTRIBUTED_APPLIED = False
 
 
-def load_from_local_weights_only(filename, map_location=None):
-    """mmengine's local-file checkpoint loader, weights-only and allow-listing
-    the classes mmengine itself pickles.
+# torch.load(weights_only=True) could run code before 2.6 (CVE-2025-32434).
+MIN_TORCH = (2, 6)
 
-    torch>=2.6 loads with ``weights_only=True``, and mmengine 0.10.7's own
-    checkpoints (they pickle its ``HistoryBuffer`` and numpy scalars in
-    ``message_hub``) then fail to load or resume: "Weights only load failed
-    ... Unsupported global: GLOBAL mmengine.logging.history_buffer.
-    HistoryBuffer". :func:`mrcl_plugin.checkpoint.load_checkpoint_file`
-    allows exactly those classes, so ``load_from``, ``resume`` and
-    ``init_cfg`` read mmengine's checkpoints while a pickle that names any
-    other global is refused (one-line ``CheckpointError``) and never run.
-    """
-    from .checkpoint import load_checkpoint_file
-    filename = osp.expanduser(filename)
-    if not osp.isfile(filename):
-        raise FileNotFoundError(f'{filename} can not be found.')
-    return load_checkpoint_file(filename, map_location=map_location)
+
+def check_torch(version: str = None) -> None:
+    """Refuse a torch older than :data:`MIN_TORCH`: every checkpoint is read
+    with its weights-only unpickler, which before 2.6 could be made to run
+    code (CVE-2025-32434). setup.cfg asks pip for the same bound."""
+    version = version or torch.__version__
+    found = tuple(int(p) for p in re.findall(r'\d+', version)[:2])
+    if found < MIN_TORCH:
+        raise ImportError(
+            f'mrcl_plugin needs torch>={".".join(map(str, MIN_TORCH))}: '
+            f'torch {version} can run code from a checkpoint even when it '
+            'loads weights only (CVE-2025-32434)')
+
+
+def _saved_config_as_data(checkpoint) -> None:
+    """mmengine's ``Runner.resume`` and ``FlexibleRunner.resume`` pass a
+    checkpoint's ``meta['config']`` (the legacy place of the config's text;
+    mmengine 0.10 saves ``meta['cfg']``) to ``Config.fromstring``, which
+    executes it: a checkpoint that is pure data to the weights-only reader
+    ran Python text it carried. Both read only its ``gpu_ids``; keep those,
+    rewritten from the text parsed as data, and nothing else."""
+    meta = checkpoint.get('meta') if isinstance(checkpoint, dict) else None
+    if isinstance(meta, dict) and 'config' in meta:
+        from mmengine.logging import print_log
+
+        from .checkpoints.config_text import gpu_ids_only
+        text = meta.pop('config')
+        gpu_ids = gpu_ids_only(text) if isinstance(text, str) else None
+        if gpu_ids:
+            meta['config'] = gpu_ids
+        print_log("meta['config'] of the resumed checkpoint read as data, "
+                  f'not run; kept: {gpu_ids or "nothing"}',
+                  logger='current', level=30)
+
+
+def _returns_config_as_data(load):
+    """``Runner.load_checkpoint`` and each strategy's ``resume``: the
+    checkpoint they return has :func:`_saved_config_as_data`'s ``meta``."""
+
+    @functools.wraps(load)
+    def wrapper(*args, **kwargs):
+        checkpoint = load(*args, **kwargs)
+        _saved_config_as_data(checkpoint)
+        return checkpoint
+
+    return wrapper
 
 
 def _cpu_safe_init_dist_pytorch(init_dist_pytorch):
@@ -81,7 +115,6 @@ def _cpu_safe_init_dist_pytorch(init_dist_pytorch):
         finally:
             torch.cuda.set_device = set_device
 
-    wrapper.__mrcl_compat__ = True
     return wrapper
 
 
@@ -145,7 +178,6 @@ def _cpu_sync_batch_norm(forward):
             out = out * self.weight.view(shape) + self.bias.view(shape)
         return out.to(dtype)
 
-    wrapper.__mrcl_compat__ = True
     return wrapper
 
 
@@ -160,7 +192,6 @@ def _ddp_accepts_cpu_sync_batch_norm(check):
         if self.device_type != 'cpu':
             return check(self, module)
 
-    wrapper.__mrcl_compat__ = True
     return wrapper
 
 
@@ -180,7 +211,23 @@ def _deepspeed_save_calls_back(save_checkpoint):
             callback(extra_ckpt)
         return save_checkpoint(self, filename, extra_ckpt=extra_ckpt, **kw)
 
-    wrapper.__mrcl_compat__ = True
+    return wrapper
+
+
+def _deepspeed_resume_calls_back(resume):
+    """The same on resuming: mmengine 0.10.7's ``DeepSpeedStrategy.resume``
+    ignores its ``callback``, so no hook's ``after_load_checkpoint`` runs
+    and a resumed DeepSpeed run draws other random numbers than the one it
+    continues (``RNGStateHook`` restores them there). Call it on the client
+    state DeepSpeed returns, as the other strategies call it on theirs."""
+
+    @functools.wraps(resume)
+    def wrapper(self, filename, *, callback=None, **kw):
+        checkpoint = resume(self, filename, callback=callback, **kw)
+        if callback is not None:
+            callback(checkpoint)
+        return checkpoint
+
     return wrapper
 
 
@@ -200,7 +247,6 @@ def _deepspeed_step_without_grad(step):
         with torch.no_grad():
             return step(self, **kwargs)
 
-    wrapper.__mrcl_compat__ = True
     return wrapper
 
 
@@ -217,20 +263,37 @@ def python_drop_path_rates(module: torch.nn.Module) -> None:
             m.drop_prob = float(m.drop_prob)
 
 
+def _patch(owner, name: str, fix) -> None:
+    """``owner.name = fix(owner.name)``, once per fix: the wrapper carries
+    the names of the fixes in it (``__mrcl_compat__``), so that applying
+    again changes nothing."""
+    method = getattr(owner, name)
+    done = getattr(method, '__mrcl_compat__', ())
+    if fix.__name__ not in done:
+        wrapped = fix(method)
+        wrapped.__mrcl_compat__ = (*done, fix.__name__)
+        setattr(owner, name, wrapped)
+
+
 def apply() -> None:
     """Apply the fixes every process needs, once."""
     global _APPLIED
     if _APPLIED:
         return
-    from mmengine.runner.checkpoint import CheckpointLoader
-
-    CheckpointLoader.register_scheme(
-        prefixes='', loader=load_from_local_weights_only, force=True)
+    check_torch()
+    from .checkpoints.schemes import register_schemes
+    register_schemes()
+    from mmengine._strategy import BaseStrategy
     from mmengine._strategy.deepspeed import DeepSpeedStrategy
-    if not getattr(DeepSpeedStrategy.save_checkpoint, '__mrcl_compat__',
-                   False):
-        DeepSpeedStrategy.save_checkpoint = _deepspeed_save_calls_back(
-            DeepSpeedStrategy.save_checkpoint)
+    from mmengine.runner import Runner
+    _patch(DeepSpeedStrategy, 'save_checkpoint', _deepspeed_save_calls_back)
+    _patch(DeepSpeedStrategy, 'resume', _deepspeed_resume_calls_back)
+    strategies = [BaseStrategy]
+    for cls in strategies:  # grows while it runs: every subclass
+        strategies += cls.__subclasses__()
+    for owner, name in [(Runner, 'load_checkpoint')] + [
+            (cls, 'resume') for cls in strategies if 'resume' in vars(cls)]:
+        _patch(owner, name, _returns_config_as_data)
     _APPLIED = True
 
 
@@ -239,21 +302,11 @@ def apply_cpu_distributed() -> None:
     global _CPU_DISTRIBUTED_APPLIED
     if _CPU_DISTRIBUTED_APPLIED:
         return
-    from mmengine.dist import utils as dist_utils
-
-    if not getattr(dist_utils._init_dist_pytorch, '__mrcl_compat__', False):
-        dist_utils._init_dist_pytorch = _cpu_safe_init_dist_pytorch(
-            dist_utils._init_dist_pytorch)
-    if not getattr(torch.nn.SyncBatchNorm.forward, '__mrcl_compat__', False):
-        torch.nn.SyncBatchNorm.forward = _cpu_sync_batch_norm(
-            torch.nn.SyncBatchNorm.forward)
-    ddp = torch.nn.parallel.DistributedDataParallel
-    if not getattr(ddp._passing_sync_batchnorm_handle, '__mrcl_compat__',
-                   False):
-        ddp._passing_sync_batchnorm_handle = _ddp_accepts_cpu_sync_batch_norm(
-            ddp._passing_sync_batchnorm_handle)
     from mmengine._strategy.deepspeed import DeepSpeedOptimWrapper
-    if not getattr(DeepSpeedOptimWrapper.step, '__mrcl_compat__', False):
-        DeepSpeedOptimWrapper.step = _deepspeed_step_without_grad(
-            DeepSpeedOptimWrapper.step)
+    from mmengine.dist import utils as dist_utils
+    _patch(dist_utils, '_init_dist_pytorch', _cpu_safe_init_dist_pytorch)
+    _patch(torch.nn.SyncBatchNorm, 'forward', _cpu_sync_batch_norm)
+    _patch(torch.nn.parallel.DistributedDataParallel,
+           '_passing_sync_batchnorm_handle', _ddp_accepts_cpu_sync_batch_norm)
+    _patch(DeepSpeedOptimWrapper, 'step', _deepspeed_step_without_grad)
     _CPU_DISTRIBUTED_APPLIED = True

@@ -20,8 +20,10 @@ from mmengine.registry import DATASETS, RUNNERS
 from mmengine.runner import FlexibleRunner, Runner
 from mmpretrain.datasets import CustomDataset
 
-from .checkpoint import (CheckpointError, latest_checkpoint,
-                         load_checkpoint_file, saved_model_type)
+from .checkpoints import (CheckpointError, check_zero_folder,
+                          is_zero_checkpoint, latest_checkpoint,
+                          load_checkpoint, saved_model_type)
+from .checkpoints.config_text import code_in
 from .datasets import STL10, STL10FileError
 
 IMAGE_EXTENSIONS = ('.jpg', '.jpeg', '.png', '.ppm', '.bmp', '.pgm', '.tif',
@@ -117,7 +119,9 @@ def check_ranges(cfg: Config) -> None:
 
 def check_checkpoint(cfg: Config, does: str = 'trains') -> None:
     """``--resume`` needs a checkpoint; ``resume``/``load_from`` must name a
-    checkpoint of this model (loaded weights-only: a pickle is refused)."""
+    checkpoint of this model, read as data: a file, a URL (fetched, then
+    read), or a DeepSpeed folder, each of whose files is read before
+    DeepSpeed's own loader unpickles them."""
     path, key = cfg.get('load_from'), 'load_from'
     if cfg.get('resume') and path is None:
         path, key = latest_checkpoint(cfg.work_dir), 'resume'
@@ -126,9 +130,21 @@ def check_checkpoint(cfg: Config, does: str = 'trains') -> None:
                 f'--resume: no checkpoint in work_dir {cfg.work_dir} (no '
                 'last_checkpoint, iter_N.pth or epoch_N.pth); give one with '
                 '--resume PATH')
-    if path is None or '://' in str(path):
+    if path is None:
         return
-    ckpt = load_checkpoint_file(path)  # raises a one-line CheckpointError
+    key = 'resume' if cfg.get('resume') else key
+    deepspeed = (cfg.get('strategy') or {}).get('type') == 'DeepSpeedStrategy'
+    if is_zero_checkpoint(path):
+        if not deepspeed and cfg.get('resume'):
+            raise ConfigError(
+                f'resume {path}: a DeepSpeed checkpoint folder, and this '
+                'config trains without DeepSpeed; use load_from to start '
+                'from its weights')
+        ckpt = check_zero_folder(path)  # raises a one-line CheckpointError
+        needs = {'meta', 'optim_wrapper'}
+    else:
+        ckpt = load_checkpoint(path)  # raises a one-line CheckpointError
+        needs = {'meta', 'optimizer'}
     want = cfg.model.get('type')
     want = want.rsplit('.', 1)[-1] if isinstance(want, str) else None
     saved = saved_model_type(ckpt)
@@ -136,11 +152,26 @@ def check_checkpoint(cfg: Config, does: str = 'trains') -> None:
         raise ConfigError(
             f'{key} {path}: a checkpoint of another model ({saved}), '
             f'this config {does} {want}')
-    if cfg.get('resume') and not {'optimizer', 'meta'} <= set(ckpt):
+    if not cfg.get('resume'):
+        return
+    if not needs <= set(ckpt):
         raise ConfigError(
-            f'resume {path}: not a training checkpoint (no optimizer/meta, '
-            f'keys: {sorted(ckpt)[:6]}); use load_from to start from its '
-            'weights')
+            f'resume {path}: not a training checkpoint (no '
+            f'{"/".join(sorted(needs - set(ckpt)))}, keys: '
+            f'{sorted(ckpt)[:6]}); use load_from to start from its weights')
+    if deepspeed and not is_zero_checkpoint(path):
+        raise ConfigError(
+            f'resume {path}: a checkpoint file, and this config trains with '
+            'DeepSpeed, which resumes from its own checkpoint folders')
+    for name in ('epoch', 'iter'):
+        if type(ckpt['meta'].get(name)) is not int:
+            raise ConfigError(f"resume {path}: its meta['{name}'] is not an "
+                              'integer, so it says not where to continue')
+    code = code_in(ckpt['meta'].get('config', ''))
+    if code:
+        raise ConfigError(
+            f"resume {path}: its meta['config'] is Python code ({code[:80]}), "
+            'which a saved config never is; nothing in it was run')
 
 
 def check_dataset(cfg: Config) -> None:

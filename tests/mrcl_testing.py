@@ -16,7 +16,7 @@ from mmengine.model import revert_sync_batchnorm
 from mmengine.registry import init_default_scope
 
 import mrcl_plugin  # noqa: F401
-from mrcl_plugin.checkpoint import MRCL_CLASSES
+from mrcl_plugin.models import LEARNERS
 
 DATA = Path(__file__).resolve().parents[2] / 'shared' / 'data'
 CIFAR = DATA / 'cls' / 'cifar10'
@@ -110,13 +110,13 @@ HEADS = dict(
 )
 
 
-def mrcl_cfg(variant='barlowtwins', mask_ratio=0.2, alpha=1.0, lambd=1.0,
+def mrcl_cfg(learner='barlowtwins', mask_ratio=0.2, alpha=1.0, lambd=1.0,
              reconstruction=True, **kw) -> dict:
     cfg = dict(
-        type=MRCL_CLASSES[variant],
+        type=LEARNERS[learner].__name__,
         backbone=backbone_cfg(mask_ratio),
         neck=copy.deepcopy(NECK),
-        head=copy.deepcopy(HEADS[variant]))
+        head=copy.deepcopy(HEADS[learner]))
     if reconstruction:
         cfg.update(decoder=decoder_cfg(), rec_head=rec_head_cfg(alpha, lambd))
     cfg.update(kw)

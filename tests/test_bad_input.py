@@ -15,7 +15,7 @@ import pytest
 import torch
 from mmengine.config import Config
 
-from mrcl_plugin.checkpoint import CheckpointError, load_checkpoint_file
+from mrcl_plugin.checkpoints import CheckpointError, load_checkpoint_file
 from mrcl_plugin.preflight import check_options
 from mrcl_testing import (CIFAR, DATA, ROOT, SMALL_CIFAR, logged_iterations,
                           run_tool, train_command, train_env)
@@ -266,7 +266,7 @@ def classifier_ckpt(tmp_path_factory):
 def test_checkpoint_of_another_model(tmp_path, classifier_ckpt, how):
     if how == '--resume':
         message = train(tmp_path, '--resume', classifier_ckpt)
-        key = 'load_from'  # what --resume PATH sets
+        key = 'resume'
     else:
         message = train(tmp_path, **{'load_from': classifier_ckpt})
         key = 'load_from'

@@ -11,7 +11,7 @@ import torch
 from mmengine.config import Config
 from mmpretrain.models import VisionTransformer
 
-from mrcl_plugin.checkpoint import (CheckpointError, config_data,
+from mrcl_plugin.checkpoints import (CheckpointError, config_data,
                                     load_checkpoint_file, mrcl_backbone)
 
 
@@ -34,7 +34,7 @@ def test_mmengine_checkpoint_loads_weights_only(mrcl_checkpoint):
 def test_loads_in_a_fresh_process(mrcl_checkpoint):
     """No HistoryBuffer exists yet in a new process (its statistics methods
     are registered by the first one made)."""
-    code = ('from mrcl_plugin.checkpoint import load_checkpoint_file; '
+    code = ('from mrcl_plugin.checkpoints import load_checkpoint_file; '
             f'print(load_checkpoint_file({str(mrcl_checkpoint)!r})'
             "['meta']['iter'])")
     out = subprocess.run([sys.executable, '-c', code], capture_output=True,
@@ -49,7 +49,7 @@ def test_mrcl_backbone_loads_strictly_into_vision_transformer(
     backbone, meta = mrcl_backbone(ckpt, str(mrcl_checkpoint))
     assert meta == dict(embed_dims=192, num_layers=6, num_heads=3,
                         feedforward_channels=768, patch_size=4, img_size=32,
-                        variant='barlowtwins', mask_ratio=0.2, iter=4,
+                        learner='barlowtwins', mask_ratio=0.2, iter=4,
                         rec_weights=dict(alpha=10.0, lambd=10.0),
                         mean=[125.307, 122.961, 113.8575],
                         std=[51.5865, 50.847, 51.255], max_iters=4)

@@ -1,6 +1,7 @@
 """Each fix of :mod:`mrcl_plugin.compat` fails without it and works with it,
 and the fixes stay narrow (torch.load keeps its safe default)."""
 import pickle
+import re
 
 import numpy as np
 import pytest
@@ -74,7 +75,7 @@ def test_patched_mmengine_loader_loads_checkpoint(mmengine_ckpt):
     path, weights = mmengine_ckpt
     loader = CheckpointLoader._get_checkpoint_loader(str(path))
     assert loader is not load_from_local
-    assert loader.__module__ == 'mrcl_plugin.compat'
+    assert loader.__module__ == 'mrcl_plugin.checkpoints.schemes'
     for ckpt in (CheckpointLoader.load_checkpoint(str(path), 'cpu'),
                  _load_checkpoint(str(path), map_location='cpu')):
         assert ckpt['meta']['iter'] == 2
@@ -102,7 +103,7 @@ def test_patched_loader_refuses_a_crafted_pickle(tmp_path):
     """Where ``weights_only=False`` ran any pickle a user named, the loader
     now refuses one that names a global no checkpoint holds, runs nothing,
     and says so in one line."""
-    from mrcl_plugin.checkpoint import CheckpointError
+    from mrcl_plugin.checkpoints import CheckpointError
     marker = tmp_path / 'ran'
     path = tmp_path / 'crafted.pth'
     torch.save({'state_dict': {}, 'meta': Trap(marker)}, path)
@@ -118,13 +119,23 @@ def test_patched_loader_refuses_a_crafted_pickle(tmp_path):
     assert marker.exists()
 
 
-def test_only_local_files_change_loader():
-    """Remote schemes keep mmengine's loaders (they never reach the
-    weights-only local one)."""
+def test_every_scheme_ends_in_the_weights_only_reader():
+    """Every prefix mmengine (and the OpenMMLab packages, once imported)
+    registers has our loader: none is left to unpickle a download."""
+    import mmdet  # noqa: F401
+    import mmpretrain  # noqa: F401
+    import mmseg  # noqa: F401
+    from mrcl_plugin.checkpoints.schemes import LOADERS
+    assert set(CheckpointLoader._schemes) == set(LOADERS)
+    for prefix, loader in CheckpointLoader._schemes.items():
+        assert loader.__module__ == 'mrcl_plugin.checkpoints.schemes', prefix
     for url in ('https://download.openmmlab.com/x.pth',
-                'torchvision://resnet50', 'open-mmlab://resnet50_v1c'):
+                'torchvision://resnet50', 'open-mmlab://resnet50_v1c',
+                'mmcls://vit', 's3://bucket/x.pth', 'a:s3://b/x.pth',
+                'pavi://x'):
         loader = CheckpointLoader._get_checkpoint_loader(url)
-        assert loader.__module__ == 'mmengine.runner.checkpoint', url
+        assert loader is LOADERS[next(p for p in LOADERS if p and
+                                      re.match(p, url))], url
 
 
 def test_torch_load_keeps_its_safe_default(tmp_path):
@@ -221,7 +232,7 @@ def test_apply_is_idempotent(monkeypatch):
     assert torch.nn.SyncBatchNorm.forward is forward
     assert DeepSpeedStrategy.save_checkpoint is save
     assert DeepSpeedOptimWrapper.step is step
-    assert CheckpointLoader._schemes[''].__module__ == 'mrcl_plugin.compat'
+    assert CheckpointLoader._schemes[''].__module__ == 'mrcl_plugin.checkpoints.schemes'
 
 
 def test_importing_the_plugin_changes_nothing_in_torch():
@@ -236,7 +247,7 @@ import torch
 from mmengine.dist import utils
 ddp = torch.nn.parallel.DistributedDataParallel
 def patched():
-    return [getattr(f, '__mrcl_compat__', False) for f in (
+    return [bool(getattr(f, '__mrcl_compat__', False)) for f in (
         torch.nn.SyncBatchNorm.forward, ddp._passing_sync_batchnorm_handle,
         utils._init_dist_pytorch)]
 shipped = (torch.nn.SyncBatchNorm.forward,
@@ -245,7 +256,7 @@ import mrcl_plugin
 from mmengine.runner.checkpoint import CheckpointLoader
 from mmpretrain.registry import MODELS
 assert MODELS.get('MRBarlowTwins') is not None
-assert CheckpointLoader._schemes[''].__module__ == 'mrcl_plugin.compat'
+assert CheckpointLoader._schemes[''].__module__ == 'mrcl_plugin.checkpoints.schemes'
 assert (torch.nn.SyncBatchNorm.forward, ddp._passing_sync_batchnorm_handle,
         utils._init_dist_pytorch) == shipped
 assert patched() == [False] * 3

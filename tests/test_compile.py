@@ -26,8 +26,8 @@ from mrcl_testing import (ROOT, SMALL_CIFAR, build, logged_iterations,
                           mrcl_cfg, set_max_iters, train_command,
                           train_env, two_views)
 
-from mrcl_plugin.checkpoint import load_checkpoint_file
-from mrcl_plugin.converters import convert_file
+from mrcl_plugin.checkpoints import load_checkpoint_file
+from mrcl_plugin.checkpoints.converters import convert_file
 from mrcl_plugin.engine.hooks.compile_hook import compile_modules
 
 ITERS = 4  # mrcl_testing.TINY_TRAIN_OPTIONS, a checkpoint at 2 and 4

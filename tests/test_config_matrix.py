@@ -34,7 +34,7 @@ import torch
 from mmengine.config import Config
 
 import mrcl_plugin  # noqa: F401
-from mrcl_plugin.converters import to_mmpretrain
+from mrcl_plugin.checkpoints.converters import to_mmpretrain
 from mrcl_testing import (DATA, ROOT, cfg_options, experiment_name,
                           mim_finds, run_tool, write_stl10)
 

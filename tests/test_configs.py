@@ -9,7 +9,7 @@ from mmengine.config import Config
 from mmengine.registry import init_default_scope
 
 import mrcl_plugin  # noqa: F401
-from mrcl_plugin.checkpoint import MRCL_CLASSES
+from mrcl_plugin.models import LEARNERS
 from mrcl_plugin.models import MRCL
 from mrcl_testing import experiment_name
 
@@ -24,12 +24,12 @@ IN1K = [p for p in CONFIGS if p.name.endswith('600e_in1k.py')]
 
 def test_configs_exist():
     names = {p.name for p in CONFIGS}
-    for variant in ('barlowtwins', 'simclr', 'byol', 'mocov3'):
-        assert f'mrcl-{variant}_vit-base-p16_8xb64-coslr-600e_in1k.py' in names
-    for variant in ('barlowtwins', 'byol'):
-        assert f'mrcl-{variant}_vit-base-p16_8xb64-coslr-300e_stl10.py' in names
-    for variant in ('barlowtwins', 'simclr'):
-        assert f'{variant}_vit-base-p16_8xb64-coslr-600e_in1k.py' in names
+    for learner in ('barlowtwins', 'simclr', 'byol', 'mocov3'):
+        assert f'mrcl-{learner}_vit-base-p16_8xb64-coslr-600e_in1k.py' in names
+    for learner in ('barlowtwins', 'byol'):
+        assert f'mrcl-{learner}_vit-base-p16_8xb64-coslr-300e_stl10.py' in names
+    for learner in ('barlowtwins', 'simclr'):
+        assert f'{learner}_vit-base-p16_8xb64-coslr-600e_in1k.py' in names
     assert len(SMALL) == 5
 
 
@@ -44,9 +44,9 @@ def test_config_builds(path):
         path.name
     init_default_scope(cfg.default_scope)
     model = MODELS.build(cfg.model)
-    variant = type(model).learner
-    assert type(model).__name__ == MRCL_CLASSES[variant]
-    assert isinstance(model, MRCL) and variant in path.name
+    learner = type(model).learner
+    assert type(model).__name__ == LEARNERS[learner].__name__
+    assert isinstance(model, MRCL) and learner in path.name
     if path.parent.name == 'baselines':
         assert model.backbone.mask_ratio == 0 and model.decoder is None
     else:
@@ -76,11 +76,11 @@ def test_imagenet_recipe_is_the_papers(path):
     assert (cosine.type, cosine.begin, cosine.end) == ('CosineAnnealingLR',
                                                        30, 600)
     weights = dict(simclr=(8, 5), barlowtwins=(7, 2))
-    variant = next(v for v, cls in MRCL_CLASSES.items()
-                   if cls == cfg.model.type)
-    if path.parent.name == 'mrcl' and variant in weights:
+    learner = next(v for v, cls in LEARNERS.items()
+                   if cls.__name__ == cfg.model.type)
+    if path.parent.name == 'mrcl' and learner in weights:
         assert (cfg.model.rec_head.alpha,
-                cfg.model.rec_head.lambd) == weights[variant]
+                cfg.model.rec_head.lambd) == weights[learner]
 
 
 def test_ablation_sweeps_are_overrides():
@@ -152,15 +152,15 @@ def test_small_config_trains_with_falling_loss(path, tmp_path):
     assert (tmp_path / 'iter_20.pth').is_file()
 
 
-def test_small_configs_weigh_reconstruction_per_variant():
+def test_small_configs_weigh_reconstruction_per_learner():
     """The paper's STL-10 weights: 10 for MR-BarlowTwins, 0.01 for MR-BYOL
     and MR-SimCLR, whose losses are ~100x smaller; the study's MR-X runs use
     the same."""
     sys.path.insert(0, str(ROOT / 'tools' / 'study'))
-    from presets import VARIANT_ALPHA
-    for variant, alpha in VARIANT_ALPHA.items():
+    from presets import LEARNER_ALPHA
+    for learner, alpha in LEARNER_ALPHA.items():
         cfg = Config.fromfile(
             str(ROOT / 'configs/mrcl' /
-                f'mrcl-{variant}_vit-tiny-p4_1xb64-coslr-300it_cifar10.py'))
+                f'mrcl-{learner}_vit-tiny-p4_1xb64-coslr-300it_cifar10.py'))
         assert (cfg.model.rec_head.alpha, cfg.model.rec_head.lambd) == \
             (alpha, alpha)

@@ -15,9 +15,9 @@ import torch
 from mmengine.config import Config
 from mrcl_testing import build, cifar_images
 
-from mrcl_plugin.checkpoint import (CheckpointError, atomic_path,
+from mrcl_plugin.checkpoints import (CheckpointError, atomic_path,
                                     load_checkpoint_file)
-from mrcl_plugin.converters import convert_file, main, to_timm
+from mrcl_plugin.checkpoints.converters import convert_file, main, to_timm
 
 ROOT = Path(__file__).resolve().parents[1]
 SMALL_CONFIG = ROOT / (
@@ -169,7 +169,7 @@ def _common_meta(meta, mrcl_checkpoint):
     assert {k: meta[k] for k in ENCODER} == ENCODER
     assert meta['arch'] == ENCODER
     assert (meta['patch_size'], meta['img_size']) == (4, 32)
-    assert (meta['variant'], meta['mask_ratio'], meta['iter']) == (
+    assert (meta['learner'], meta['mask_ratio'], meta['iter']) == (
         'barlowtwins', 0.2, 4)
     assert meta['left_over'] == LEFT_OVER
     assert meta['source'] == str(mrcl_checkpoint)
@@ -360,7 +360,7 @@ def mae_release_file(folder: Path):
 
 
 def _encoder_meta_is_mae(meta, path):
-    assert meta['variant'] == 'mae'
+    assert meta['learner'] == 'mae'
     assert meta['arch'] == ENCODER
     assert (meta['patch_size'], meta['img_size']) == (16, 32)
     assert meta['source'] == str(path)

@@ -20,9 +20,9 @@ import pytest
 import torch
 from mmengine.config import Config
 
-from mrcl_plugin.checkpoint import CheckpointError, load_checkpoint_file
-from mrcl_plugin.converters import convert_file, to_mmpretrain, to_timm
-from mrcl_plugin.zero_checkpoint import (MODEL_STATES, STAND_INS,
+from mrcl_plugin.checkpoints import CheckpointError, load_checkpoint_file
+from mrcl_plugin.checkpoints.converters import convert_file, to_mmpretrain, to_timm
+from mrcl_plugin.checkpoints.zero import (MODEL_STATES, STAND_INS,
                                          load_zero_checkpoint)
 from mrcl_testing import (DATA, ROOT, free_port, logged_iterations,
                           run_tool, write_stl10)
@@ -120,7 +120,7 @@ def check_converts(folder: Path, tmp_path: Path) -> None:
     assert master == len(state) - frozen, (master, len(state))
     assert torch.equal(state['pos_embed'],
                        module['backbone.pos_embed'].float())
-    assert encoder['meta']['variant'] == 'barlowtwins'
+    assert encoder['meta']['learner'] == 'barlowtwins'
 
 
 def test_a_zero_checkpoint_converts_to_its_fp32_master_weights(tmp_path):

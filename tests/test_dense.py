@@ -21,7 +21,7 @@ from mmengine.registry import init_default_scope
 from mmengine.runner import Runner
 
 from conftest import SMALL_CIFAR_CONFIG, TINY_IMAGENET_CONFIG
-from mrcl_plugin.converters import convert_file
+from mrcl_plugin.checkpoints.converters import convert_file
 from mrcl_plugin.evaluation import (SegFolderError, build_model, dense_eval,
                                     dense_knn, dense_linear, load_seg_folder,
                                     patch_features)

@@ -26,15 +26,15 @@ from mrcl_testing import NECK, build, free_port, mrcl_cfg, two_views
 WORLD = 2
 BATCH = 8  # global: 4 images per process
 ITERS = 3
-VARIANTS = ('simclr', 'barlowtwins')
+LEARNERS = ('simclr', 'barlowtwins')
 ROOT = Path(__file__).resolve().parents[1]
 GLOO_CONFIG = ('configs/mrcl/'
                'mrcl-barlowtwins_vit-tiny-p4_2xb32-coslr-300it_cifar10_gloo.py')
 
 
-def model_cfg(variant: str) -> dict:
+def model_cfg(learner: str) -> dict:
     neck = dict(copy.deepcopy(NECK), norm_cfg=dict(type='SyncBN'))
-    return mrcl_cfg(variant, mask_ratio=0.25, neck=neck)
+    return mrcl_cfg(learner, mask_ratio=0.25, neck=neck)
 
 
 def global_masks(num_patches: int = 64) -> list:
@@ -134,31 +134,31 @@ def worker(rank: int, port: int, init: str, out: str) -> None:
             torch.nn.Sequential(torch.nn.SyncBatchNorm(2)))
     except ValueError as e:
         result['ddp_unpatched_error'] = str(e)
-    for variant in VARIANTS:
-        model = MODELS.build(model_cfg(variant))
-        model.load_state_dict(torch.load(f'{init}/{variant}.pth'))
+    for learner in LEARNERS:
+        model = MODELS.build(model_cfg(learner))
+        model.load_state_dict(torch.load(f'{init}/{learner}.pth'))
         ddp = MMDistributedDataParallel(
             module=model, device_ids=None, broadcast_buffers=False)
-        result[variant] = train(ddp, rank, WORLD)
+        result[learner] = train(ddp, rank, WORLD)
         # FSDPStrategy's wrapper (configs/mrcl/*_fsdp.py), on the CPU
-        model = MODELS.build(model_cfg(variant))
-        model.load_state_dict(torch.load(f'{init}/{variant}.pth'))
+        model = MODELS.build(model_cfg(learner))
+        model.load_state_dict(torch.load(f'{init}/{learner}.pth'))
         fsdp = MMFullyShardedDataParallel(module=model, device_id='cpu')
-        result[f'{variant}_fsdp'] = train(fsdp, rank, WORLD)['losses']
+        result[f'{learner}_fsdp'] = train(fsdp, rank, WORLD)['losses']
     torch.save(result, f'{out}/rank{rank}.pth')
     dist.destroy_process_group()
 
 
 @pytest.fixture(scope='module')
 def runs(tmp_path_factory):
-    """The single-process and the 2-process results, per variant."""
+    """The single-process and the 2-process results, per learner."""
     tmp = tmp_path_factory.mktemp('dist')
     single = {}
-    for variant in VARIANTS:
+    for learner in LEARNERS:
         torch.manual_seed(0)
-        model = build(model_cfg(variant))  # SyncBN reverted to BN1d
-        torch.save(model.state_dict(), tmp / f'{variant}.pth')
-        single[variant] = train(model, rank=0, world=1)
+        model = build(model_cfg(learner))  # SyncBN reverted to BN1d
+        torch.save(model.state_dict(), tmp / f'{learner}.pth')
+        single[learner] = train(model, rank=0, world=1)
     mp.spawn(worker, args=(free_port(), str(tmp), str(tmp)), nprocs=WORLD)
     ranks = [torch.load(tmp / f'rank{r}.pth') for r in range(WORLD)]
     return single, ranks
@@ -189,17 +189,17 @@ def test_cpu_sync_batchnorm_compat_is_global_batchnorm(runs):
                                    bn.running_var, rtol=1e-4, atol=1e-5)
 
 
-@pytest.mark.parametrize('variant', VARIANTS)
-def test_two_processes_lose_as_one_on_the_global_batch(runs, variant):
+@pytest.mark.parametrize("learner", LEARNERS)
+def test_two_processes_lose_as_one_on_the_global_batch(runs, learner):
     single, ranks = runs
-    expected = single[variant]['losses']
+    expected = single[learner]['losses']
     for it in range(ITERS):
         exp = expected[it]
-        got = [r[variant]['losses'][it] for r in ranks]
+        got = [r[learner]['losses'][it] for r in ranks]
         # the contrastive term is the global batch's on every process
         for g in got:
             assert g['loss_contrastive'] == pytest.approx(
-                exp['loss_contrastive'], rel=1e-4), (variant, it)
+                exp['loss_contrastive'], rel=1e-4), (learner, it)
         # the reconstruction terms are per-process means of equal halves
         for key in ('loss_rec_masked', 'loss_rec_unmasked'):
             mean = sum(g[key] for g in got) / WORLD
@@ -208,23 +208,23 @@ def test_two_processes_lose_as_one_on_the_global_batch(runs, variant):
     assert expected[-1]['loss'] != pytest.approx(expected[0]['loss'])
 
 
-@pytest.mark.parametrize('variant', VARIANTS)
-def test_fsdp_loses_as_ddp(runs, variant):
+@pytest.mark.parametrize("learner", LEARNERS)
+def test_fsdp_loses_as_ddp(runs, learner):
     """FSDP shards the parameters; the steps stay the same."""
     _, ranks = runs
     for r in ranks:
         for it in range(ITERS):
-            ddp, fsdp = r[variant]['losses'][it], r[f'{variant}_fsdp'][it]
+            ddp, fsdp = r[learner]['losses'][it], r[f'{learner}_fsdp'][it]
             for key, value in ddp.items():
                 assert fsdp[key] == pytest.approx(value, rel=1e-4), (key, it)
 
 
-@pytest.mark.parametrize('variant', VARIANTS)
-def test_ddp_gradients_equal_single_process(runs, variant):
+@pytest.mark.parametrize("learner", LEARNERS)
+def test_ddp_gradients_equal_single_process(runs, learner):
     single, ranks = runs
-    expected = single[variant]['grads']
+    expected = single[learner]['grads']
     for r in ranks:
-        got = r[variant]['grads']
+        got = r[learner]['grads']
         assert got.keys() == expected.keys()
         # relative to each gradient's norm, or for gradients that are 0 in
         # exact math (the last BN's bias before the head's BN) to the
@@ -237,7 +237,7 @@ def test_ddp_gradients_equal_single_process(runs, variant):
             for name, grad in expected.items()
         }
         worst = max(errors, key=errors.get)
-        print(variant, worst, errors[worst], expected[worst].norm() / scale)
+        print(learner, worst, errors[worst], expected[worst].norm() / scale)
         assert errors[worst] < 1e-4, (worst, errors[worst])
     # a strong signal, not zeros that agree
     assert expected['backbone.cls_token'].abs().max() > 1e-6

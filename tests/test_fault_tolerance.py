@@ -13,8 +13,8 @@ from mmengine.config import Config
 from mmengine.hooks import CheckpointHook
 from mmengine.runner import Runner
 
-from mrcl_plugin import fileio
-from mrcl_plugin.checkpoint import latest_checkpoint, load_checkpoint_file
+from mrcl_plugin.checkpoints import atomic
+from mrcl_plugin.checkpoints import latest_checkpoint, load_checkpoint_file
 from mrcl_plugin.models.heads import MRCLReconstructionHead
 from mrcl_testing import (ROOT, SMALL_CIFAR, TINY_TRAIN_OPTIONS, build,
                           logged_iterations, mrcl_cfg, run_tool,
@@ -134,7 +134,7 @@ def test_kill_during_interval_save_keeps_previous_checkpoint(
                          **{'default_hooks.checkpoint.interval': 1})
     runner.train()  # iter_1.pth, iter_2.pth
     killed_while_writing(
-        fileio, 'iter_3.pth.part',
+        atomic, 'iter_3.pth.part',
         lambda: checkpoint_hook(runner).after_train_iter(runner, 2))
     # mmengine drops the oldest kept checkpoint (max_keep_ckpts=2) before
     # it writes; the torn bytes are under the temporary name only.
@@ -154,7 +154,7 @@ def test_kill_during_best_save_leaves_no_torn_best(tmp_path, mrcl_data_env):
     hook.after_val_epoch(runner, {'acc': 0.5})
     assert (tmp_path / 'best_acc_iter_2.pth').is_file()
     runner.train_loop._iter = 3  # a later evaluation (no public setter)
-    killed_while_writing(fileio, 'best_acc_iter_3.pth.part',
+    killed_while_writing(atomic, 'best_acc_iter_3.pth.part',
                          lambda: hook.after_val_epoch(runner, {'acc': 0.6}))
     # mmengine removes the previous best before writing the new one (its
     # order, kept); no torn file is left under the new best's name, and
@@ -221,7 +221,7 @@ def test_disk_full_during_save(tmp_path, mrcl_data_env, monkeypatch):
             raise OSError(errno.ENOSPC, 'No space left on device')
         return f
 
-    monkeypatch.setattr(fileio, 'open', open_on_full_disk, raising=False)
+    monkeypatch.setattr(atomic, 'open', open_on_full_disk, raising=False)
     with pytest.raises(OSError) as err:
         tiny_runner(tmp_path, mrcl_data_env, max_iters=2,
                     **{'default_hooks.checkpoint.interval': 1}).train()
@@ -261,12 +261,12 @@ def test_nan_loss_stops_the_run_and_keeps_the_last_good_checkpoint(
     assert all(torch.isfinite(v).all() for v in ckpt['state_dict'].values())
 
 
-@pytest.mark.parametrize('variant', ['barlowtwins', 'byol'])
-def test_loss_terms_are_fp32_under_autocast(variant):
+@pytest.mark.parametrize('learner', ['barlowtwins', 'byol'])
+def test_loss_terms_are_fp32_under_autocast(learner):
     """bf16 autocast on the CPU stands in for AMP: the encoder runs in bf16,
     each loss term comes out fp32, and close to the fp32 model's."""
     torch.manual_seed(0)
-    model = build(mrcl_cfg(variant))
+    model = build(mrcl_cfg(learner))
     model.train()
     set_max_iters()
     views = two_views(4)

@@ -8,7 +8,7 @@ import torch
 from mmengine.config import Config
 from mmengine.runner import Runner
 
-from mrcl_plugin.checkpoint import CheckpointError
+from mrcl_plugin.checkpoints import CheckpointError
 from mrcl_plugin.evaluation import (balanced_subset, build_model,
                                     knn_eval, knn_top1, split_dataset)
 from mrcl_testing import experiment_name
@@ -157,7 +157,7 @@ def test_hook_without_a_labelled_split_stops_before_training(
 
 def test_briefly_pretrained_encoder_beats_its_random_init(mrcl_data_env,
                                                           tmp_path):
-    """MR-SimCLR, the study's fastest-moving variant (docs/study.md), with
+    """MR-SimCLR, the study's fastest-moving learner (docs/study.md), with
     a 2-layer encoder for a short run at the study's batch; kNN on the same
     2,000 bank and 1,000 test images before and after. Barlow Twins and BYOL barely move at this
     budget, so they would make this test a coin toss."""

@@ -7,8 +7,8 @@ from mmengine.config import Config
 from mmengine.hooks import Hook
 from mmengine.runner import Runner
 
-from mrcl_plugin.checkpoint import CheckpointError, load_checkpoint_file
-from mrcl_plugin.converters import to_mmpretrain
+from mrcl_plugin.checkpoints import CheckpointError, load_checkpoint_file
+from mrcl_plugin.checkpoints.converters import to_mmpretrain
 from mrcl_testing import experiment_name
 
 BENCHMARKS = 'configs/benchmarks/mmpretrain/'

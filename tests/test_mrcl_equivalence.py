@@ -1,4 +1,4 @@
-"""With r=0 and no reconstruction, each MRCL variant is mmpretrain's own
+"""With r=0 and no reconstruction, each MRCL learner is mmpretrain's own
 algorithm; with no contrastive term and lambda=0, its reconstruction loss is
 MAE's. Same weights, same real images."""
 import copy
@@ -23,17 +23,17 @@ def plain_vit() -> dict:
         norm_cfg=LN)
 
 
-@pytest.mark.parametrize('variant', list(MMPRETRAIN))
-def test_unmasked_mrcl_without_reconstruction_is_mmpretrain(variant):
+@pytest.mark.parametrize('learner', list(MMPRETRAIN))
+def test_unmasked_mrcl_without_reconstruction_is_mmpretrain(learner):
     torch.manual_seed(0)
     set_max_iters(100)
-    ours = build(mrcl_cfg(variant, mask_ratio=0.0, reconstruction=False))
+    ours = build(mrcl_cfg(learner, mask_ratio=0.0, reconstruction=False))
     theirs = build(
         dict(
-            type=MMPRETRAIN[variant],
+            type=MMPRETRAIN[learner],
             backbone=plain_vit(),
             neck=copy.deepcopy(NECK),
-            head=copy.deepcopy(HEADS[variant])))
+            head=copy.deepcopy(HEADS[learner])))
     # every tensor has mmpretrain's name, the momentum encoder's included
     theirs.load_state_dict(ours.state_dict(), strict=True)
 
@@ -43,9 +43,9 @@ def test_unmasked_mrcl_without_reconstruction_is_mmpretrain(variant):
     assert set(got) == {'loss_contrastive'}
     torch.testing.assert_close(
         got['loss_contrastive'], expected, rtol=1e-4, atol=1e-5)
-    if variant in ('byol', 'mocov3'):
+    if learner in ('byol', 'mocov3'):
         # the momentum update happened identically on both sides
-        name = 'target_net' if variant == 'byol' else 'momentum_encoder'
+        name = 'target_net' if learner == 'byol' else 'momentum_encoder'
         ours_t = getattr(ours, name).module
         torch.testing.assert_close(ours_t[0].pos_embed,
                                    ours.backbone.pos_embed)

@@ -11,11 +11,11 @@ def grad_norm(module) -> float:
                if p.grad is not None)
 
 
-@pytest.mark.parametrize('variant', ['barlowtwins', 'simclr', 'byol',
+@pytest.mark.parametrize('learner', ['barlowtwins', 'simclr', 'byol',
                                      'mocov3'])
-def test_losses_are_logged_separately_and_finite(variant):
+def test_losses_are_logged_separately_and_finite(learner):
     set_max_iters(100)
-    model = build(mrcl_cfg(variant, alpha=7.0, lambd=2.0))
+    model = build(mrcl_cfg(learner, alpha=7.0, lambd=2.0))
     losses = model.loss(two_views(8), None)
     assert set(losses) == {
         'loss_contrastive', 'loss_rec_masked', 'loss_rec_unmasked'

@@ -26,7 +26,7 @@ from mmengine.runner import Runner
 from mmengine.visualization import LocalVisBackend
 from PIL import Image
 
-from mrcl_plugin.converters import to_mmpretrain
+from mrcl_plugin.checkpoints.converters import to_mmpretrain
 
 ROOT = Path(__file__).resolve().parents[1]
 TOOLS = ROOT / 'tools' / 'analysis_tools'
@@ -158,7 +158,7 @@ def work_dirs(tmp_path_factory, data_root):
             os.environ['MRCL_DATA'] = old
     backbone = root / 'backbone.pth'
     torch.save(to_mmpretrain(str(pretrain_ckpt)), backbone)
-    # Named without a variant: the tool finds it in the checkpoint's meta.
+    # Named without a learner: the tool finds it in the checkpoint's meta.
     test_metrics = _linear_probe(root / 'linear_probe', backbone, data_root)
     # The transfer runs of a 600-epoch ViT-B/16 encoder (the paper's
     # setting), as tools/benchmarks/*.sh name its file.
@@ -222,14 +222,14 @@ def test_demo_like_runs_are_in_no_table1_row(work_dirs):
                                         '80.1', '', '']
     others = _section(text, 'Runs of other settings')
     pre = _row(others, f"`{work_dirs['root'] / 'mrcl-barlowtwins_pretrain'}`")
-    assert pre[1:4] == ['pretrain', 'MR BarTwins', 'ViT-T/4, 6 layers']
+    assert pre[1:4] == ['pretrain', 'MR BarlowTwins', 'ViT-T/4, 6 layers']
     assert pre[4].endswith('cls/cifar10') and pre[5] == '6 iterations'
     assert pre[6] == 'knn/top1 23.2'
     assert pre[7] == (f'arch ViT-T/4, 6 layers, not ViT-B/16; data '
                       f'{pre[4]}, not ImageNet-1k; pretraining epochs '
                       'unknown, not 600')
     linear = _row(others, f"`{work_dirs['root'] / 'linear_probe'}`")
-    assert linear[1:3] == ['linear', 'MR BarTwins']
+    assert linear[1:3] == ['linear', 'MR BarlowTwins']
     assert linear[6] == f"accuracy/top1 {work_dirs['top1']:.1f}"
     placed = ('mrcl-simclr_upernet_ade20k', 'mrcl-barlowtwins_mask-rcnn_coco')
     assert not any(name in others for name in placed)
@@ -426,10 +426,10 @@ def test_encoder_in_the_work_dir_names_the_method(work_dirs, tmp_path):
 
 
 def test_mae_encoder_gets_its_own_row_in_its_setting(work_dirs, tmp_path):
-    # An MAE encoder (its converter writes meta['variant'] = 'mae'): beside
+    # An MAE encoder (its converter writes meta['learner'] = 'mae'): beside
     # the paper's MAE row in the paper's setting, else with the others.
     encoder = torch.load(work_dirs['root'] / 'backbone.pth')
-    encoder['meta'] = dict(encoder['meta'], variant='mae')
+    encoder['meta'] = dict(encoder['meta'], learner='mae')
     _ade20k_of_encoder(tmp_path / 'a' / 'epoch_1600', encoder)
     _ade20k_of_encoder(tmp_path / 'b' / 'epoch_600', encoder,
                        **{'model.backbone.arch': 'deit-small'})

@@ -19,13 +19,13 @@ from report import write_report  # noqa: E402
 from runner import (COLUMNS, StudyCSVError, planned_runs, read_rows,  # noqa
                     run_config, run_study)
 
-from mrcl_plugin.fileio import AtomicLocalBackend  # noqa: E402
+from mrcl_plugin.checkpoints import AtomicLocalBackend  # noqa: E402
 
 
 def test_grid_compares_at_the_same_budget():
     preset = PRESETS['cifar10-cpu']
     runs = preset.runs()
-    # 3 random inits, 3 variants x (X, MR-X) x 3 seeds, then the sweep
+    # 3 random inits, 3 learners x (X, MR-X) x 3 seeds, then the sweep
     # points not already there: Fig. 3 r (4 new), Fig. 4 alpha=lambda (4
     # new), Fig. 5 (3 new), and the fp32 check of the bf16 preset
     assert len(runs) == 3 + 18 + 4 + 4 + 3 + 1
@@ -34,17 +34,17 @@ def test_grid_compares_at_the_same_budget():
     baselines = [r for r in runs if r.method == 'baseline']
     assert {(r.mask_ratio, r.alpha, r.lambd) for r in baselines} == {(0, 0, 0)}
     headline = runs[3:21]
-    for variant, alpha in (('barlowtwins', 10), ('byol', 0.01),
+    for learner, alpha in (('barlowtwins', 10), ('byol', 0.01),
                            ('simclr', 0.01)):
         for method in ('baseline', 'mrcl'):
             found = [r for r in headline
-                     if (r.variant, r.method) == (variant, method)]
+                     if (r.learner, r.method) == (learner, method)]
             assert {r.seed for r in found} == {0, 1, 2}
-            if method == 'mrcl':  # the paper's STL-10 weights per variant
+            if method == 'mrcl':  # the paper's STL-10 weights per learner
                 assert {(r.alpha, r.lambd) for r in found} == {(alpha, alpha)}
     assert {r.precision_in(preset) for r in runs[:-1]} == {'bf16'}
     # the sweeps and the check: MR-SimCLR (docs/study.md says why)
-    assert {r.variant for r in runs[21:]} == {'simclr'}
+    assert {r.learner for r in runs[21:]} == {'simclr'}
     assert runs[-1].name == 'simclr_mrcl_r0.2_a0.01_l0.01_s0_fp32'
     assert run_config(runs[-1], preset, 'w').optim_wrapper.type == \
         'OptimWrapper'
@@ -131,8 +131,8 @@ def test_long_preset_order_and_stall_rule():
     assert [(h['interval'], h['bank_per_class'], h['query_per_class'])
             for h in knn] == [(65, 100, 100)]
 
-    def row(variant, method, iters):
-        return dict(variant=variant, method=method, seed=0., iters=iters)
+    def row(learner, method, iters):
+        return dict(learner=learner, method=method, seed=0., iters=iters)
 
     # one arm stopped: the plan stands
     rows = [row('barlowtwins', 'baseline', 195.)]
@@ -208,7 +208,7 @@ def test_micro_long_study_resumes_stalls_and_plots(tmp_path, mrcl_data_env,
     assert [s for s, _ in second] == [1, 2]
     for row in read_rows(csv)[2:]:
         curve = parse_curve(row['knn_curve'])
-        stopped = row['variant'] == 'barlowtwins'
+        stopped = row['learner'] == 'barlowtwins'
         assert row['iters'] == (1 if stopped else 2)
         assert [s for s, _ in curve] == ([0, 1] if stopped else [0, 1, 2])
         # the curve is what the run's KNNHook logged (its latest session's
@@ -234,10 +234,10 @@ def test_micro_long_study_resumes_stalls_and_plots(tmp_path, mrcl_data_env,
         plotted = [line.split(',') for line in f.read().split()[1:]]
     expected = []
     for arm, params in (
-            ('SimCLR', dict(variant='simclr', method='baseline')),
-            ('MR-SimCLR', dict(variant='simclr', method='mrcl')),
-            ('BarlowTwins', dict(variant='barlowtwins', method='baseline')),
-            ('MR-BarlowTwins', dict(variant='barlowtwins', method='mrcl'))):
+            ('SimCLR', dict(learner='simclr', method='baseline')),
+            ('MR-SimCLR', dict(learner='simclr', method='mrcl')),
+            ('BarlowTwins', dict(learner='barlowtwins', method='baseline')),
+            ('MR-BarlowTwins', dict(learner='barlowtwins', method='mrcl'))):
         curves = [dict(parse_curve(r['knn_curve'])) for r in rows
                   if all(r[k] == v for k, v in params.items())]
         for step in sorted(curves[0]):
@@ -264,15 +264,15 @@ def test_plan_times_whole_iterations_loading_included():
 
 
 def test_stall_rule_gives_both_arms_of_a_seed_one_budget():
-    """X of a stall variant checks itself; its MR-X stops at the halfway
+    """X of a stall learner checks itself; its MR-X stops at the halfway
     point exactly when X stopped, whatever its own curve does."""
     from runner import stall_rule
     preset = PRESETS['cifar10-long']
-    runs = {(r.variant, r.method, r.seed): r for r in preset.runs()}
+    runs = {(r.learner, r.method, r.seed): r for r in preset.runs()}
     x, mr = runs['barlowtwins', 'baseline', 0], runs['barlowtwins', 'mrcl', 0]
 
     def x_row(iters):
-        return [dict(variant='barlowtwins', method='baseline', seed=0.,
+        return [dict(learner='barlowtwins', method='baseline', seed=0.,
                      iters=float(iters))]
 
     assert stall_rule(x, preset, []) == dict(stall_check=True,

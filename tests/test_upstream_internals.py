@@ -54,9 +54,11 @@ INTERNALS = [
              'the patch tokens of chosen blocks (final norm after the last, '
              'position embedding resized to the input)'),
     Internal('mmengine', 'HistoryBuffer', '0b351b685d552f7d',
-             'checkpoint.py',
-             'HistoryBuffer._statistics_methods and the four built-in '
-             'statistics it pickles as getattr(HistoryBuffer, name)'),
+             'checkpoints/reader.py',
+             'the state it pickles (max_length, _log_history, '
+             '_count_history, statistics_methods as getattr(HistoryBuffer, '
+             'name) of its four built-in statistics) and its constructor, '
+             'which rebuilds it from that state'),
     Internal('mmengine', 'IterBasedTrainLoop', 'c02ff7910f7db123',
              'engine/hooks/rng_state_hook.py',
              'loop.dataloader_iterator, wrapped to restore the RNG states '
@@ -65,17 +67,52 @@ INTERNALS = [
              'compat.py',
              'wrapped to skip torch.cuda.set_device without a GPU'),
     Internal('mmengine', 'runner.checkpoint.save_checkpoint',
-             '7f60c6ca167fd4dd', 'fileio.py',
+             '7f60c6ca167fd4dd', 'checkpoints/atomic.py',
              'a local checkpoint is written with one file_backend.put from '
              "the hook's backend_args, which AtomicLocalBackend makes atomic"),
     Internal('mmengine', 'CheckpointHook._save_checkpoint_with_step',
-             'cdbc1b54c7c88d95', 'checkpoint.py',
+             'cdbc1b54c7c88d95', 'checkpoints/atomic.py',
              'it writes last_checkpoint with a bare open after the '
              'checkpoint, which latest_checkpoint falls back from when torn'),
     Internal('mmengine', '_strategy.deepspeed.DeepSpeedStrategy.'
              'save_checkpoint', 'c53947bfe49f8a27', 'compat.py',
              'wrapped to call the callback it drops on extra_ckpt, which it '
              "passes to DeepSpeed's save_checkpoint as the client state"),
+    Internal('mmengine', '_strategy.deepspeed.DeepSpeedStrategy.resume',
+             'ef24384362660839', 'compat.py',
+             'wrapped to call the callback it drops on the client state '
+             "DeepSpeed's load_checkpoint returns, and to read its "
+             "meta['config'] as data"),
+    Internal('mmengine', 'Runner.resume', '30cc2d3b4e1afabd', 'compat.py',
+             "it passes meta['config'] of the checkpoint that "
+             'self.load_checkpoint returns to Config.fromstring, reading '
+             'only gpu_ids: load_checkpoint is wrapped to leave only those'),
+    Internal('mmengine', 'FlexibleRunner.resume', 'ed1d4658229635bf', 'compat.py',
+             "the same, on what self.strategy.resume returns: every "
+             "strategy's resume is wrapped"),
+    Internal('mmengine', 'runner.checkpoint.CheckpointLoader', 'c162242c7dfab146',
+             'checkpoints/schemes.py',
+             '_schemes (prefix regex -> loader) and _get_checkpoint_loader, '
+             'the one place every load_from, resume and init_cfg passes; '
+             'register_scheme(force=True) replaces each loader'),
+    Internal('mmengine', 'runner.checkpoint.load_from_openmmlab', 'c17b71970067b708',
+             'checkpoints/schemes.py',
+             'the name tables our loader reads the same way: '
+             'get_external_models, get_deprecated_model_names, '
+             '_get_mmengine_home (load_from_mmcls: get_mmcls_models, '
+             '_process_mmcls_checkpoint; load_from_torchvision: '
+             'get_torchvision_models)'),
+    Internal('mmengine', 'runner.checkpoint.load_from_mmcls', '3e1213f5442779a8',
+             'checkpoints/schemes.py', 'as load_from_openmmlab'),
+    Internal('mmengine', 'runner.checkpoint.load_from_torchvision', 'ad456a3b0615a9bb',
+             'checkpoints/schemes.py', 'as load_from_openmmlab'),
+    Internal('mmengine', 'runner.checkpoint.load_from_ceph', 'dabd19a85fecf851',
+             'checkpoints/schemes.py',
+             'get_file_backend(filename, backend_args=dict(backend=...))'
+             '.get(filename) gives the bytes'),
+    Internal('mmengine', 'runner.checkpoint.load_from_pavi', '65d239620a49308d',
+             'checkpoints/schemes.py',
+             "pavi.modelcloud.get(path).download(file) fetches the file"),
     Internal('mmengine', '_strategy.deepspeed.DeepSpeedOptimWrapper.step',
              'b284acd86acbb462', 'compat.py',
              "wrapped in no_grad: it calls DeepSpeed's engine.step, whose "
@@ -93,7 +130,7 @@ def _upstream(name: str):
     from mmengine.dist import utils as dist_utils
     from mmengine.hooks import CheckpointHook
     from mmengine.logging import HistoryBuffer
-    from mmengine.runner import IterBasedTrainLoop, Runner
+    from mmengine.runner import FlexibleRunner, IterBasedTrainLoop, Runner
     from mmengine.runner import checkpoint as runner_checkpoint
     from mmpretrain.models import (MAEPretrainDecoder, MAEViT, SimCLR,
                                    VisionTransformer)
@@ -104,7 +141,8 @@ def _upstream(name: str):
         PixelReconstructionLoss=PixelReconstructionLoss, MAEViT=MAEViT,
         MAEPretrainDecoder=MAEPretrainDecoder,
         VisionTransformer=VisionTransformer, HistoryBuffer=HistoryBuffer,
-        Runner=Runner, IterBasedTrainLoop=IterBasedTrainLoop,
+        Runner=Runner, FlexibleRunner=FlexibleRunner,
+        IterBasedTrainLoop=IterBasedTrainLoop,
         runner=type('runner', (), dict(checkpoint=runner_checkpoint)),
         dist=type('dist', (), dict(utils=dist_utils)),
         CheckpointHook=CheckpointHook,
@@ -151,7 +189,7 @@ def test_each_internal_is_as_checked(internal):
 # named in the checkpoint allow-list, as numpy itself pickles them.
 PRIVATE_NAMES = {
     '_create_buffer', '_statistics_methods', '_init_dist_pytorch',
-    '_passing_sync_batchnorm_handle', '_strategy',
+    '_passing_sync_batchnorm_handle', '_strategy', '_get_checkpoint_loader',
     '_core', '_reconstruct'
 }
 

@@ -6,7 +6,7 @@ import torch
 from mmengine.config import Config
 from mmpretrain.models.utils import resize_pos_embed
 
-from mrcl_plugin.converters import to_mmpretrain
+from mrcl_plugin.checkpoints.converters import to_mmpretrain
 from mrcl_testing import experiment_name
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -14,7 +14,7 @@ from mmengine.config import Config, DictAction
 from mmengine.logging import print_log
 
 import mrcl_plugin  # noqa: F401  registers MRCL, weights-only loading
-from mrcl_plugin.checkpoint import latest_checkpoint
+from mrcl_plugin.checkpoints import is_zero_checkpoint, latest_checkpoint
 from mrcl_plugin.preflight import (build_runner, check_options,
                                    check_train_config, one_line_errors,
                                    run_logged)
@@ -140,8 +140,10 @@ def main():
     if args.resume == 'auto':
         cfg.resume, cfg.load_from = True, latest_checkpoint(cfg.work_dir)
     elif args.resume is not None:
-        if not osp.isfile(args.resume):
-            raise SystemExit(f'--resume checkpoint not found: {args.resume}')
+        if not (osp.isfile(args.resume) or is_zero_checkpoint(args.resume)):
+            raise SystemExit(f'--resume checkpoint not found: {args.resume}'
+                             + (' (a folder that is no DeepSpeed checkpoint)'
+                                if osp.isdir(args.resume) else ''))
         cfg.resume, cfg.load_from = True, args.resume
     if args.auto_scale_lr:
         cfg.auto_scale_lr.enable = True

@@ -5,7 +5,7 @@ _base_ = 'mmpretrain::_base_/default_runtime.py'
 custom_imports = dict(imports=['mrcl_plugin'], allow_failed_imports=False)
 
 # Checkpoints are written to a temporary file and renamed when complete
-# (mrcl_plugin/fileio.py); the random generators are saved with them so
+# (mrcl_plugin/checkpoints/atomic.py); the random generators are saved with them so
 # --resume continues exactly; what the model is (learner, mask ratio,
 # reconstruction weights, encoder) is saved in their meta; a NaN or infinite
 # loss stops the run before it is saved (mrcl_plugin/engine/hooks).

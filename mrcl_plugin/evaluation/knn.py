@@ -21,8 +21,8 @@ from mmpretrain.datasets import CustomDataset
 from mmpretrain.registry import MODELS
 from torch.utils.data import DataLoader, Subset
 
-from ..checkpoint import (BACKBONE_PREFIX, VIT_KEYS, CheckpointError,
-                          key_mismatches, load_checkpoint_file)
+from ..checkpoints import (BACKBONE_PREFIX, VIT_KEYS, CheckpointError,
+                           key_mismatches, load_checkpoint)
 
 Features = Tuple[torch.Tensor, torch.Tensor]  # (N, C) unit rows, (N, ) labels
 
@@ -109,7 +109,7 @@ def load_weights(model: torch.nn.Module, path: str) -> None:
     Raises:
         CheckpointError: unreadable, or its tensors do not fit the model.
     """
-    ckpt = load_checkpoint_file(path)
+    ckpt = load_checkpoint(path)
     state = ckpt.get('state_dict', ckpt)
     target = model
     if not any(k.startswith(BACKBONE_PREFIX) for k in state):

@@ -21,7 +21,7 @@ from mmengine.config import Config, DictAction
 from mmengine.registry import init_default_scope
 
 import mrcl_plugin  # noqa: F401
-from mrcl_plugin.checkpoint import CheckpointError
+from mrcl_plugin.checkpoints import CheckpointError
 from mrcl_plugin.evaluation import (SegFolderError, build_model, dense_eval,
                                     load_seg_folder)
 

@@ -17,11 +17,11 @@ A work_dir's kind is read from its config (parsed as data: it is code,
 never run here) and what it logged: pretraining (an MRCL model), a linear
 probe or a fine-tune (mmpretrain's ``ImageClassifier`` with or without
 ``frozen_stages``), ADE20K (mmseg's ``IoUMetric``) or COCO (mmdet's
-``CocoMetric``). Its method (the MRCL variant, masked or the "w/ ViT"
+``CocoMetric``). Its method (the MRCL learner, masked or the "w/ ViT"
 baseline with ``mask_ratio=0`` and ``rec_head=None``; or MAE) comes from the
 pretraining config, else from the meta of the checkpoint or encoder file
 the config loads (``meta['mrcl']``, which the converters carry over as
-``variant``, ``mask_ratio`` and ``rec_weights``), else from the
+``learner``, ``mask_ratio`` and ``rec_weights``), else from the
 names of that file and of the work_dir (``mrcl-simclr...`` or
 ``mr-simclr...`` is MR SimCLR, ``simclr...`` its baseline).
 """
@@ -38,16 +38,14 @@ import yaml
 sys.path.insert(0, osp.dirname(osp.abspath(__file__)))  # its siblings
 from work_dir import read_config_text, read_scalars, run_folders  # noqa
 
-from mrcl_plugin.checkpoint import (MRCL_CLASSES, CheckpointError,  # noqa
-                                    config_data, config_part,
-                                    load_checkpoint_file)
+from mrcl_plugin.checkpoints import (CheckpointError, config_data,  # noqa
+                                     config_part, load_checkpoint_file)
+from mrcl_plugin.models import LEARNERS, learner_name  # noqa
 
 ROOT = Path(__file__).resolve().parents[2]  # the checkout, or the .mim
 REFERENCES = ROOT / 'configs' / 'references' / 'metafile.yml'
-NAMES = dict(barlowtwins='BarTwins', simclr='SimCLR', byol='BYOL',
-             mocov3='MoCo-v3')
-MAE = 'mae'  # the variant an MAE encoder's meta names
-Method = Tuple[str, bool]  # (variant, masked and reconstructed?)
+MAE = 'mae'  # the learner an MAE encoder's meta names
+Method = Tuple[str, bool]  # (learner, masked and reconstructed?)
 
 
 @dataclass
@@ -120,10 +118,10 @@ class Row:
 
 
 def method_name(method: Method) -> str:
-    variant, masked = method
-    if variant == MAE:
+    learner, masked = method
+    if learner == MAE:
         return 'MAE, this recipe'
-    name = NAMES.get(variant, variant)
+    name = learner_name(learner)
     return f'MR {name}' if masked else f'{name} (w/ ViT)'
 
 
@@ -215,7 +213,8 @@ def _types(cfg: Dict) -> set:
 
 def _learner(cfg: Dict) -> Optional[str]:
     kind = str(config_part(cfg, 'model').get('type', '')).rsplit('.', 1)[-1]
-    return next((v for v, cls in MRCL_CLASSES.items() if cls == kind), None)
+    return next((v for v, cls in LEARNERS.items() if cls.__name__ == kind),
+                None)
 
 
 def _kind(cfg: Dict, logged: set) -> Tuple[Optional[str], str]:
@@ -280,11 +279,11 @@ def _schedule(cfg: Dict) -> Tuple[Optional[int], str]:
 def _name_method(name: str) -> Optional[Method]:
     """The method a file or folder name says, or None."""
     name = re.sub(r'(barlow|moco)[-_]', r'\1', name.lower())
-    for alias, variant in [(v, v) for v in MRCL_CLASSES] + [
+    for alias, learner in [(v, v) for v in LEARNERS] + [
             ('bartwins', 'barlowtwins')]:
         at = name.find(alias)
         if at >= 0:
-            return variant, bool(
+            return learner, bool(
                 re.search(r'(^|[^a-z])mr(cl)?[-_ ]?$', name[:at]))
     return None
 
@@ -299,14 +298,15 @@ def _encoder(path: str) -> Tuple[Optional[Method], Optional[int]]:
         return None, None
     meta = ckpt.get('meta') or {}
     info = meta.get('mrcl') if isinstance(meta.get('mrcl'), dict) else meta
-    variant = info.get('learner') or info.get('variant')
+    # 'variant': what converted files said before it was called learner
+    learner = info.get('learner') or info.get('variant')
     epochs = info.get('max_epochs')
-    if variant == MAE:
+    if learner == MAE:
         return (MAE, True), epochs
-    if variant not in MRCL_CLASSES:
+    if learner not in LEARNERS:
         return None, epochs
     masked = bool(info.get('mask_ratio')) or bool(info.get('rec_weights'))
-    return (variant, masked), epochs
+    return (learner, masked), epochs
 
 
 def _method(run: Run, cfg: Dict) -> None:

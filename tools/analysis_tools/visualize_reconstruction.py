@@ -20,7 +20,7 @@ from mmengine.dataset import default_collate
 from mmengine.registry import init_default_scope
 
 import mrcl_plugin  # noqa: F401
-from mrcl_plugin.checkpoint import CheckpointError
+from mrcl_plugin.checkpoints import CheckpointError
 from mrcl_plugin.evaluation import balanced_subset, build_model, split_dataset
 
 

@@ -6,7 +6,7 @@ meta telling how to build the model (docs/converters.md).
 """
 import sys
 
-from mrcl_plugin.converters import main
+from mrcl_plugin.checkpoints.converters import main
 
 if __name__ == '__main__':
     sys.exit(main('mmpretrain'))

@@ -1,5 +1,5 @@
 """The planned budget of a study preset, from costs measured here and now:
-the steady-state time of one training iteration of each arm (variant and
+the steady-state time of one training iteration of each arm (learner and
 method), of one kNN curve point, and of the final evaluation.
 
     python tools/study/run.py --preset cifar10-long --plan
@@ -50,7 +50,7 @@ def measure(preset: Preset, runs: List[Run], iters: int = 20,
                     curve_interval=0)
     arms, step_s = {}, {}
     for run in runs:
-        arms.setdefault((run.variant, run.method), run)
+        arms.setdefault((run.learner, run.method), run)
     with tempfile.TemporaryDirectory() as work_dir:
         for arm, run in arms.items():
             if run.method == 'init':
@@ -61,7 +61,7 @@ def measure(preset: Preset, runs: List[Run], iters: int = 20,
             runner.register_hook(times)
             runner.train()
             step_s[arm] = median(times.times[warmup - 1:])
-            log(f'[plan] {run.variant} {run.method}: '
+            log(f'[plan] {run.learner} {run.method}: '
                 f'{step_s[arm]:.3f} s/iteration (median of {iters})')
         model = runner.model.eval()
         start = time.perf_counter()
@@ -93,7 +93,7 @@ def run_cost(run: Run, preset: Preset, costs: Dict) -> float:
     points = 0
     if preset.curve_interval:
         points = 1 + -(-preset.iters // preset.curve_interval)
-    return (preset.iters * costs['step_s'][(run.variant, run.method)] +
+    return (preset.iters * costs['step_s'][(run.learner, run.method)] +
             points * costs['point_s'] + costs['eval_s'])
 
 

@@ -14,7 +14,7 @@ from typing import Dict, List, Optional, Tuple
 
 from mmengine.hooks import Hook
 
-from mrcl_plugin.checkpoint import atomic_path
+from mrcl_plugin.checkpoints import atomic_path
 
 Curve = List[Tuple[int, float]]
 STATE = 'study_curve.json'  # in the run's work_dir
@@ -175,7 +175,7 @@ def gap_verdict(base: Dict[int, Stat], mr: Dict[int, Stat]) -> str:
 
 def plot_curves(panels, init: Optional[float], path: str,
                 ylabel: str = 'kNN top-1 (%)') -> None:
-    """One panel per variant: ``panels`` is ``[(name, {label: (color,
+    """One panel per learner: ``panels`` is ``[(name, {label: (color,
     arm curve)})]``; mean lines with a +-1 std band, the random init
     dotted."""
     import matplotlib

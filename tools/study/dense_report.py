@@ -9,9 +9,10 @@ from typing import Dict, List, Tuple
 from curves import arm_curve, gap_verdict, plot_curves
 from presets import Preset
 
+from mrcl_plugin.models import learner_name
+
 ARM_COLORS = ('tab:red', 'tab:blue', 'tab:purple', 'tab:green', 'tab:orange',
               'tab:brown')
-NAMES = dict(barlowtwins='BarlowTwins', byol='BYOL', simclr='SimCLR')
 
 
 def arm_name(row: Dict, preset: Preset) -> str:
@@ -19,13 +20,13 @@ def arm_name(row: Dict, preset: Preset) -> str:
     'reconstruction alone (r = 0.2, alpha = lambda = 1)', 'random init'."""
     if row['method'] == 'init':
         return 'random init'
-    name = NAMES[row['variant']]
+    name = learner_name(row['learner'])
     if row['method'] == 'baseline':
         return name
     if row['contrastive_weight'] == 0:
         return (f'reconstruction alone (r = {row["mask_ratio"]:g}, alpha = '
                 f'{row["alpha"]:g}, lambda = {row["lambd"]:g})')
-    default = preset.mr_defaults(row['variant'])
+    default = preset.mr_defaults(row['learner'])
     if all(row[k] == default[k] for k in ('mask_ratio', 'alpha', 'lambd')):
         return f'MR-{name}'
     return f'MR-{name} (alpha = {row["alpha"]:g}, lambda = {row["lambd"]:g})'
@@ -75,12 +76,12 @@ def arms(rows: List[Dict], preset: Preset) -> Dict[str, List[Dict]]:
 def comparisons(by_arm: Dict[str, List[Dict]],
                 preset: Preset) -> List[Tuple[str, str]]:
     """(arm, reference) pairs: each MR arm and reconstruction alone against
-    X of its variant; reconstruction alone against the random init too."""
+    X of its learner; reconstruction alone against the random init too."""
     pairs = []
     for name in by_arm:
         row = by_arm[name][0]
         if row['method'] == 'mrcl':
-            base = NAMES[row['variant']]
+            base = learner_name(row['learner'])
             if base in by_arm:
                 pairs.append((name, base))
             if row['contrastive_weight'] == 0 and 'random init' in by_arm:

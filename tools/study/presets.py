@@ -9,24 +9,24 @@ import os.path as osp
 from dataclasses import asdict, dataclass, replace
 from typing import Dict, List
 
-from mrcl_plugin.checkpoint import MRCL_CLASSES
+from mrcl_plugin.models import LEARNERS
 
 # configs/ beside tools/: the checkout's, or the installed package's .mim
 CONFIGS = osp.join(
     osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__)))), 'configs',
     'mrcl')
 CONFIG = osp.join(CONFIGS,
-                  'mrcl-{variant}_vit-tiny-p4_1xb64-coslr-300it_cifar10.py')
+                  'mrcl-{learner}_vit-tiny-p4_1xb64-coslr-300it_cifar10.py')
 # 64 px Tiny-ImageNet images in 8 px patches: an 8x8 grid of patches
 TINY_IMAGENET_CONFIG = osp.join(
-    CONFIGS, 'mrcl-{variant}_vit-tiny-p8_1xb64-coslr-300it_tiny-imagenet.py')
-# Each variant's MR-X at the paper's STL-10 weights alpha = lambda: 10 for
+    CONFIGS, 'mrcl-{learner}_vit-tiny-p8_1xb64-coslr-300it_tiny-imagenet.py')
+# Each learner's MR-X at the paper's STL-10 weights alpha = lambda: 10 for
 # MR-BarlowTwins (best in Fig. 4), 0.01 for MR-BYOL (best in Fig. 4) and for
 # MR-SimCLR (Fig. 5's fixed alpha). The losses differ in scale: Barlow Twins'
 # is ~250 at the start here, BYOL's and SimCLR's under 5. MoCo v3 has no
-# small config: the study's variants are these three.
-VARIANT_ALPHA = dict(barlowtwins=10., byol=0.01, simclr=0.01)
-VARIANTS = tuple(v for v in MRCL_CLASSES if v in VARIANT_ALPHA)
+# small config: the study's learners are these three.
+LEARNER_ALPHA = dict(barlowtwins=10., byol=0.01, simclr=0.01)
+STUDY_LEARNERS = tuple(v for v in LEARNERS if v in LEARNER_ALPHA)
 
 
 @dataclass(frozen=True)
@@ -38,7 +38,7 @@ class Run:
     preset's, for a same-seed check of bf16 against fp32.
     ``contrastive_weight`` 0 with ``'mrcl'``: reconstruction alone (MAE's
     pole of the method)."""
-    variant: str
+    learner: str
     method: str
     mask_ratio: float
     alpha: float
@@ -53,14 +53,14 @@ class Run:
         if self.method == 'init':
             return f'init_s{self.seed}'
         if self.method == 'baseline':
-            return f'{self.variant}_baseline_s{self.seed}{suffix}'
+            return f'{self.learner}_baseline_s{self.seed}{suffix}'
         weight = (f'_c{self.contrastive_weight:g}'
                   if self.contrastive_weight != 1 else '')
-        return (f'{self.variant}_mrcl_r{self.mask_ratio:g}_a{self.alpha:g}'
+        return (f'{self.learner}_mrcl_r{self.mask_ratio:g}_a{self.alpha:g}'
                 f'_l{self.lambd:g}{weight}_s{self.seed}{suffix}')
 
     def overrides(self) -> Dict:
-        """``--cfg-options`` of the variant's small config for this run."""
+        """``--cfg-options`` of the learner's small config for this run."""
         return {
             'model.backbone.mask_ratio': self.mask_ratio,
             'model.rec_head.alpha': self.alpha,
@@ -86,21 +86,21 @@ class Preset:
     batch_size: int
     warmup_iters: int
     headline_seeds: tuple
-    headline_variants: tuple
-    # the sweeps, of MR-<sweep_variant> around its defaults: r =
+    headline_learners: tuple
+    # the sweeps, of MR-<sweep_learner> around its defaults: r =
     # ``mask_ratio`` (the paper's best) and alpha = lambda =
-    # VARIANT_ALPHA[sweep_variant]
+    # LEARNER_ALPHA[sweep_learner]
     mask_ratios: tuple  # Fig. 3, r
     rec_weights: tuple  # Fig. 4, alpha = lambda
     balances: tuple  # Fig. 5, alpha / lambda at the default alpha
     mask_ratio: float = 0.2
-    sweep_variant: str = 'barlowtwins'
+    sweep_learner: str = 'barlowtwins'
     knn_per_class: int = None  # bank images per class; None: all
     knn_test_per_class: int = None  # queries per class; None: all
     linear_epochs: int = 100  # of the linear probe on frozen features
     num_workers: int = 2
     bf16: bool = False  # train under CPU bf16 autocast (CPUBF16OptimWrapper)
-    fp32_check: bool = True  # with bf16: MR-<sweep_variant> again in fp32
+    fp32_check: bool = True  # with bf16: MR-<sweep_learner> again in fp32
     # Learning curves (tools/study/curves.py): a KNNHook point every
     # ``curve_interval`` iterations and at iteration 0, on the first
     # ``curve_*_per_class`` images of each class (the same images for every
@@ -109,20 +109,20 @@ class Preset:
     curve_interval: int = 0
     curve_bank_per_class: int = None
     curve_query_per_class: int = None
-    # The stall rule: a run of one of ``stall_variants`` whose curve at the
+    # The stall rule: a run of one of ``stall_learners`` whose curve at the
     # halfway point is no more than ``stall_margin`` points above its
     # iteration-0 point (None: 2 binomial standard errors of the curve's
     # queries) stops there; once both X and MR-X of a seed stopped, the
-    # variant's later seeds are skipped and headline_variants[0] trains
+    # learner's later seeds are skipped and headline_learners[0] trains
     # ``spare_seeds`` instead.
-    stall_variants: tuple = ()
+    stall_learners: tuple = ()
     stall_margin: float = None
     spare_seeds: tuple = ()
     model_overrides: tuple = ()  # (key, value) --cfg-options: tests only
     rationale: str = ''  # why this budget: printed in the report
-    config: str = CONFIG  # each variant's small config ({variant})
+    config: str = CONFIG  # each learner's small config ({learner})
     # more MR arms at every headline seed: dicts of Run's parameters
-    # (variant, mask_ratio, alpha, lambd, contrastive_weight)
+    # (learner, mask_ratio, alpha, lambd, contrastive_weight)
     extra_arms: tuple = ()
     # Dense evaluation (mrcl_plugin/evaluation/dense.py) of every run's
     # patch tokens on a segmentation folder of the sample data (a path
@@ -133,11 +133,11 @@ class Preset:
     dense_folds: int = 5
     dense_bootstrap: int = 1000
 
-    def mr_defaults(self, variant: str) -> Dict:
-        """The parameters of MR-``variant`` at the preset's defaults: the
+    def mr_defaults(self, learner: str) -> Dict:
+        """The parameters of MR-``learner`` at the preset's defaults: the
         headline MR-X, and the point every sweep passes through."""
-        alpha = VARIANT_ALPHA[variant]
-        return dict(variant=variant, method='mrcl',
+        alpha = LEARNER_ALPHA[learner]
+        return dict(learner=learner, method='mrcl',
                     mask_ratio=self.mask_ratio, alpha=alpha, lambd=alpha)
 
     def runs(self) -> List[Run]:
@@ -148,24 +148,24 @@ class Preset:
             for seed in self.headline_seeds
         ]
         for seed in self.headline_seeds:
-            for variant in self.headline_variants:
-                runs.append(Run(variant, 'baseline', 0., 0., 0., seed))
-                runs.append(Run(**self.mr_defaults(variant), seed=seed))
+            for learner in self.headline_learners:
+                runs.append(Run(learner, 'baseline', 0., 0., 0., seed))
+                runs.append(Run(**self.mr_defaults(learner), seed=seed))
             runs += [Run(method='mrcl', seed=seed, **arm)
                      for arm in self.extra_arms]
-        variant, r = self.sweep_variant, self.mask_ratio
-        alpha = VARIANT_ALPHA[variant]
+        learner, r = self.sweep_learner, self.mask_ratio
+        alpha = LEARNER_ALPHA[learner]
         sweep = [
-            *(Run(variant, 'mrcl', x, alpha, alpha, 0)
+            *(Run(learner, 'mrcl', x, alpha, alpha, 0)
               for x in self.mask_ratios),
-            *(Run(variant, 'mrcl', r, w, w, 0) for w in self.rec_weights),
-            *(Run(variant, 'mrcl', r, alpha, alpha / b, 0)
+            *(Run(learner, 'mrcl', r, w, w, 0) for w in self.rec_weights),
+            *(Run(learner, 'mrcl', r, alpha, alpha / b, 0)
               for b in self.balances),
         ]
         if self.bf16 and self.fp32_check:
             # does bf16 change the result? the same seed in fp32
             sweep.append(
-                Run(**self.mr_defaults(variant), seed=self.headline_seeds[0],
+                Run(**self.mr_defaults(learner), seed=self.headline_seeds[0],
                     precision='fp32'))
         for run in sweep:
             if run not in runs:
@@ -173,12 +173,12 @@ class Preset:
         return runs
 
     def spare_runs(self) -> List[Run]:
-        """X and MR-X of headline_variants[0] at the spare seeds: trained
+        """X and MR-X of headline_learners[0] at the spare seeds: trained
         in the stead of the runs the stall rule skips."""
-        variant = self.headline_variants[0]
+        learner = self.headline_learners[0]
         return [run for seed in self.spare_seeds for run in (
-            Run(variant, 'baseline', 0., 0., 0., seed),
-            Run(**self.mr_defaults(variant), seed=seed))]
+            Run(learner, 'baseline', 0., 0., 0., seed),
+            Run(**self.mr_defaults(learner), seed=seed))]
 
 
 CPU_PRESET = Preset(
@@ -187,11 +187,11 @@ CPU_PRESET = Preset(
     batch_size=64,
     warmup_iters=13,
     headline_seeds=(0, 1, 2),
-    headline_variants=VARIANTS,
+    headline_learners=STUDY_LEARNERS,
     mask_ratios=(0., 0.1, 0.2, 0.3, 0.5),
     rec_weights=(0.001, 0.01, 0.1, 1., 10.),
     balances=(0.25, 1., 4., 16.),
-    sweep_variant='simclr',
+    sweep_learner='simclr',
     knn_per_class=500,
     bf16=True,
     rationale=(
@@ -224,8 +224,8 @@ LONG_PRESET = replace(
     name='cifar10-long',
     iters=390,
     warmup_iters=39,
-    # SimCLR first: it is the variant that learns at this scale
-    headline_variants=('simclr', 'barlowtwins'),
+    # SimCLR first: it is the learner that learns at this scale
+    headline_learners=('simclr', 'barlowtwins'),
     mask_ratios=(),
     rec_weights=(),
     balances=(),
@@ -237,7 +237,7 @@ LONG_PRESET = replace(
     curve_interval=65,
     curve_bank_per_class=100,
     curve_query_per_class=100,
-    stall_variants=('barlowtwins', ),
+    stall_learners=('barlowtwins', ),
     # the time of the Barlow Twins seed the rule skips buys one SimCLR seed
     spare_seeds=(3, ),
     rationale=(
@@ -248,7 +248,7 @@ LONG_PRESET = replace(
         'the 15 runs, so the horizon is 3x (390 iterations at batch 64, '
         'the warm-up 10% of it as there), the longest at which the whole '
         'study fits one working session with room to spare. The two '
-        'variants at the paper weights, 3 seeds each, in bf16 as above '
+        'learners at the paper weights, 3 seeds each, in bf16 as above '
         '(with the math attention kernel: `CPUBF16OptimWrapper`). The kNN '
         'curve is taken every 65 iterations on the first 100 train images '
         'of each class (bank) and the first 100 test images of each class '
@@ -273,10 +273,10 @@ DENSE_PRESET = replace(
     config=TINY_IMAGENET_CONFIG,
     iters=300,
     warmup_iters=30,
-    headline_variants=('simclr', 'barlowtwins'),
+    headline_learners=('simclr', 'barlowtwins'),
     extra_arms=(
-        dict(variant='simclr', mask_ratio=0.2, alpha=1., lambd=1.),
-        dict(variant='simclr', mask_ratio=0.2, alpha=1., lambd=1.,
+        dict(learner='simclr', mask_ratio=0.2, alpha=1., lambd=1.),
+        dict(learner='simclr', mask_ratio=0.2, alpha=1., lambd=1.,
              contrastive_weight=0.),
     ),
     mask_ratios=(),
@@ -340,7 +340,7 @@ PRESETS = {
         batch_size=8,
         warmup_iters=1,
         headline_seeds=(0, ),
-        headline_variants=('barlowtwins', ),
+        headline_learners=('barlowtwins', ),
         mask_ratios=(0.2, ),
         rec_weights=(),
         balances=(),
@@ -379,7 +379,7 @@ PRESETS = {
     replace(
         DENSE_PRESET,
         name='micro-dense',
-        headline_variants=('simclr', ),
+        headline_learners=('simclr', ),
         extra_arms=DENSE_PRESET.extra_arms[1:],
         iters=2,
         batch_size=8,

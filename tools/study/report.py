@@ -16,10 +16,11 @@ from curves import (Stat, arm_curve, gap_verdict, parse_curve,  # noqa: E402
                     plot_curves)
 from dense_report import dense_section  # noqa: E402
 from presets import PRESETS  # noqa: E402
+
+from mrcl_plugin.models import learner_name  # noqa: E402
 from runner import StudyCSVError, read_rows  # noqa: E402
 
 METRICS = (('knn_top1', 'kNN top-1'), ('linear_top1', 'linear top-1'))
-NAMES = dict(barlowtwins='BarlowTwins', byol='BYOL', simclr='SimCLR')
 
 
 def stat(rows: List[Dict], metric: str) -> Stat:
@@ -38,9 +39,9 @@ def select(rows, **params) -> List[Dict]:
 
 
 def sweep(rows, preset, key: str, values) -> List[Tuple[float, Dict]]:
-    """(x, {metric: Stat}) of MR-<sweep variant> along one axis, the other
+    """(x, {metric: Stat}) of MR-<sweep learner> along one axis, the other
     parameters at the preset's defaults (all seeds at each point)."""
-    base = preset.mr_defaults(preset.sweep_variant)
+    base = preset.mr_defaults(preset.sweep_learner)
     alpha = base['alpha']
     points = []
     for x in values:
@@ -152,12 +153,12 @@ def curve_section(rows, preset, fig_dir: str, rel: str,
     starts = [parse_curve(r['knn_curve'])[0] for r in trained]
     init = mean(top1 for step, top1 in starts if step == 0)
     panels, table, claims = [], {}, []
-    for variant in preset.headline_variants:
+    for learner in preset.headline_learners:
         arms = {}
         for params, label, color in (
-                (dict(variant=variant, method='baseline'), NAMES[variant],
+                (dict(learner=learner, method='baseline'), learner_name(learner),
                  'tab:red'),
-                (preset.mr_defaults(variant), f'MR-{NAMES[variant]}',
+                (preset.mr_defaults(learner), f'MR-{learner_name(learner)}',
                  'tab:blue')):
             found = select(trained, **params)
             if found:
@@ -165,24 +166,24 @@ def curve_section(rows, preset, fig_dir: str, rel: str,
                     [parse_curve(r['knn_curve']) for r in found]))
         if not arms:
             continue
-        panels.append((NAMES[variant], arms))
+        panels.append((learner_name(learner), arms))
         table.update(arms)
         if len(arms) == 2:
             (_, base), (_, mr) = arms.values()
-            claims.append(f'- MR-{NAMES[variant]} against {NAMES[variant]} '
+            claims.append(f'- MR-{learner_name(learner)} against {learner_name(learner)} '
                           f'over time (kNN on the curve subset): '
                           f'{gap_verdict(base, mr)}.')
-        stopped = [r for r in trained if r['variant'] == variant
+        stopped = [r for r in trained if r['learner'] == learner
                    and r['iters'] < preset.iters]
         if stopped:
             claims.append(
-                f'- {NAMES[variant]}: the stall rule stopped '
+                f'- {learner_name(learner)}: the stall rule stopped '
                 + ', '.join(f'`{r["name"]}` at iteration {r["iters"]:.0f}'
                             for r in stopped) + ': X no farther above '
                 'its iteration-0 point than the stall margin there, and its '
                 'MR-X stopped with it (the same budget for both arms); seeds '
                 'after the first seed at which both stopped were not run. '
-                f'Table 1\'s {NAMES[variant]} cells average these stopped '
+                f'Table 1\'s {learner_name(learner)} cells average these stopped '
                 'runs with the full ones, the same seeds in both arms.')
     plot_curves(panels, init, osp.join(fig_dir, 'learning_curves.png'))
     with open(osp.join(fig_dir, 'curves.csv'), 'w') as f:
@@ -317,11 +318,11 @@ def table1(rows, preset, init: Dict, h: str) -> Tuple[List[str], List[str]]:
     if init:
         lines.append('| random init | ' + ' | '.join(
             f'{fmt(init[m])} | | ' for m, _ in METRICS) + ' |')
-    for variant in preset.headline_variants:
-        base = select(rows, variant=variant, method='baseline')
-        mr = select(rows, **preset.mr_defaults(variant))
+    for learner in preset.headline_learners:
+        base = select(rows, learner=learner, method='baseline')
+        mr = select(rows, **preset.mr_defaults(learner))
         if not base or not mr:
-            lines.append(f'| {NAMES[variant]} | missing |' + ' |' *
+            lines.append(f'| {learner_name(learner)} | missing |' + ' |' *
                          (3 * len(METRICS) - 1))
             continue
         cells = []
@@ -329,14 +330,14 @@ def table1(rows, preset, init: Dict, h: str) -> Tuple[List[str], List[str]]:
             b, m = stat(base, metric), stat(mr, metric)
             held, how = beats(m, b)
             cells += [fmt(b), fmt(m), how]
-            claims.append(f'- MR-{NAMES[variant]} beats {NAMES[variant]} '
+            claims.append(f'- MR-{learner_name(learner)} beats {learner_name(learner)} '
                           f'({label}): **{"held" if held else "did not hold"}'
                           f'**, {how}.')
-        lines.append(f'| {NAMES[variant]} | ' + ' | '.join(cells) + ' |')
+        lines.append(f'| {learner_name(learner)} | ' + ' | '.join(cells) + ' |')
         if init:
             metric, label = METRICS[0]
-            for name, found in ((NAMES[variant], base),
-                                (f'MR-{NAMES[variant]}', mr)):
+            for name, found in ((learner_name(learner), base),
+                                (f'MR-{learner_name(learner)}', mr)):
                 held, how = beats(stat(found, metric), init[metric])
                 claims.append(
                     f'- {name} beats its random init ({label}): '
@@ -348,11 +349,11 @@ def sweep_figures(rows, preset, init: Dict, fig_dir: str, rel: str,
                   h: str) -> Tuple[List[str], List[str], float]:
     """Figs. 3-5 scaled down, each a plot and a table: (lines, claims, the
     seed spread that resolves them)."""
-    # the sweeps' reference: their variant's baseline; their resolution:
+    # the sweeps' reference: their learner's baseline; their resolution:
     # the larger seed spread of its baseline and of its MR default
-    name = NAMES[preset.sweep_variant]
-    base_rows = select(rows, variant=preset.sweep_variant, method='baseline')
-    mr_rows = select(rows, **preset.mr_defaults(preset.sweep_variant))
+    name = learner_name(preset.sweep_learner)
+    base_rows = select(rows, learner=preset.sweep_learner, method='baseline')
+    mr_rows = select(rows, **preset.mr_defaults(preset.sweep_learner))
     baseline = {m: stat(base_rows, m) for m, _ in METRICS} \
         if base_rows else {}
     spread = max([stat(found, m)[1] for found in (base_rows, mr_rows)

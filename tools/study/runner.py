@@ -19,13 +19,13 @@ sys.path.insert(0, osp.join(osp.dirname(osp.abspath(__file__)), '..',
                             'analysis_tools'))
 from machine import machine  # noqa: E402
 
-from mrcl_plugin.checkpoint import atomic_path, latest_checkpoint
+from mrcl_plugin.checkpoints import atomic_path, latest_checkpoint
 from mrcl_plugin.evaluation import (balanced_subset, bank_and_query_features,
                                     dense_eval, knn_top1, load_seg_folder,
                                     split_dataset)
 
 LOSSES = ('loss_contrastive', 'loss_rec_masked', 'loss_rec_unmasked')
-COLUMNS = ('preset', 'name', 'variant', 'method', 'mask_ratio', 'alpha',
+COLUMNS = ('preset', 'name', 'learner', 'method', 'mask_ratio', 'alpha',
            'lambd', 'seed', 'precision', 'iters', 'batch_size', *LOSSES,
            'knn_top1', 'linear_top1', 'knn_bank', 'knn_queries', 'train_s',
            'wall_s', 'machine', 'overrides', 'knn_curve',
@@ -96,14 +96,14 @@ def write_rows(path: str, rows: List[Dict]) -> None:
 
 
 def run_config(run: Run, preset: Preset, work_dir: str) -> Config:
-    """The variant's small config with the run's overrides and the preset's
+    """The learner's small config with the run's overrides and the preset's
     budget: iterations (the warm-up and cosine rescaled to them), batch,
     seed. Without a curve: no checkpoints and no kNN hook (the study
     evaluates once, at the end; the runtime's NaN-stop hook stays). With
     one: a KNNHook point on the curve subset and a checkpoint every
     ``curve_interval`` iterations, and ``resume`` from the work_dir's last
     checkpoint."""
-    cfg = Config.fromfile(preset.config.format(variant=run.variant))
+    cfg = Config.fromfile(preset.config.format(learner=run.learner))
     workers, interval = preset.num_workers, preset.curve_interval
     cfg.merge_from_dict({
         **dict(preset.model_overrides),
@@ -250,13 +250,13 @@ def train_and_evaluate(run: Run, preset: Preset, work_root: str,
 
 
 def stall_rule(run: Run, preset: Preset, rows: List[Dict]) -> Dict:
-    """CurveHook's stall arguments for ``run``. X of a stall variant
+    """CurveHook's stall arguments for ``run``. X of a stall learner
     decides for its seed: X checks itself, and MR-X (trained after it)
     stops at the halfway point if and only if X stopped, so that the two
     arms of a seed always have the same budget."""
-    if run.variant not in preset.stall_variants:
+    if run.learner not in preset.stall_learners:
         return dict(stall_check=False)
-    x = [r for r in rows if r['variant'] == run.variant and
+    x = [r for r in rows if r['learner'] == run.learner and
          r['method'] == 'baseline' and int(r['seed']) == run.seed]
     if run.method == 'baseline' or not x:  # X, or MR-X trained first
         return dict(stall_check=True, stall_margin=preset.stall_margin)
@@ -272,20 +272,20 @@ def curve_queries(cfg: Config, preset: Preset) -> int:
 
 def planned_runs(preset: Preset, rows: List[Dict]) -> List[Run]:
     """The preset's runs, under its stall rule: once X and MR-X of a stall
-    variant both stopped early at one seed (rows with fewer iterations
+    learner both stopped early at one seed (rows with fewer iterations
     than the preset's), its runs at later seeds are dropped and the spare
     seeds' runs added."""
-    stopped = {(r['variant'], r['method'], int(r['seed'])) for r in rows
+    stopped = {(r['learner'], r['method'], int(r['seed'])) for r in rows
                if r['method'] != 'init' and r['iters'] < preset.iters}
     stalled = {}
-    for variant in preset.stall_variants:
+    for learner in preset.stall_learners:
         seeds = [s for s in preset.headline_seeds
-                 if {(variant, 'baseline', s), (variant, 'mrcl', s)} <=
+                 if {(learner, 'baseline', s), (learner, 'mrcl', s)} <=
                  stopped]
         if seeds:
-            stalled[variant] = min(seeds)
+            stalled[learner] = min(seeds)
     runs = [r for r in preset.runs() if r.method == 'init' or
-            r.seed <= stalled.get(r.variant, r.seed)]
+            r.seed <= stalled.get(r.learner, r.seed)]
     return runs + (preset.spare_runs() if stalled else [])
 
 

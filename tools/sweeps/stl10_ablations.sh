@@ -9,15 +9,15 @@
 # Usage: GPUS=8 [RUN=1] bash tools/sweeps/stl10_ablations.sh [barlowtwins|byol]
 set -euo pipefail
 cd "$(dirname "$0")/../.."
-VARIANT=${1:-barlowtwins}
+LEARNER=${1:-barlowtwins}
 GPUS=${GPUS:-8}
-CONFIG=configs/mrcl/mrcl-${VARIANT}_vit-base-p16_8xb64-coslr-300e_stl10.py
-[ -f "$CONFIG" ] || { echo "no config for variant '$VARIANT': $CONFIG" >&2; exit 1; }
-if [ "$VARIANT" = barlowtwins ]; then W=10; R=0.1; else W=0.01; R=0.2; fi
+CONFIG=configs/mrcl/mrcl-${LEARNER}_vit-base-p16_8xb64-coslr-300e_stl10.py
+[ -f "$CONFIG" ] || { echo "no config for learner '$LEARNER': $CONFIG" >&2; exit 1; }
+if [ "$LEARNER" = barlowtwins ]; then W=10; R=0.1; else W=0.01; R=0.2; fi
 
 emit() {  # name, overrides...
     local name=$1; shift
-    local cmd="bash tools/dist_train.sh $CONFIG $GPUS --work-dir work_dirs/stl10_${VARIANT}/$name --cfg-options $*"
+    local cmd="bash tools/dist_train.sh $CONFIG $GPUS --work-dir work_dirs/stl10_${LEARNER}/$name --cfg-options $*"
     echo "$cmd"
     if [ "${RUN:-0}" = 1 ]; then $cmd; fi
 }

@@ -4,7 +4,7 @@
 # CutMix, label smoothing, drop path 0.1, the mean patch token through a
 # fresh norm). Beyond the paper: users compare SSL methods this way too.
 #
-# The encoder is the output of mrcl_plugin.converters.to_mmpretrain (keys of
+# The encoder is the output of mrcl_plugin.checkpoints.converters.to_mmpretrain (keys of
 # VisionTransformer, no prefix); give it on the command line:
 #   --cfg-options model.backbone.init_cfg.checkpoint=ENCODER.pth
 _base_ = 'mmpretrain::mae/benchmarks/vit-base-p16_8xb128-coslr-100e_in1k.py'

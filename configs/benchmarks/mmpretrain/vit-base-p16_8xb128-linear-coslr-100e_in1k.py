@@ -11,7 +11,7 @@
 # keeps them in eval mode. Its head is a plain linear layer on the class
 # token after the final norm (VisionTransformerClsHead, no hidden layer).
 #
-# The encoder is the output of mrcl_plugin.converters.to_mmpretrain (keys of
+# The encoder is the output of mrcl_plugin.checkpoints.converters.to_mmpretrain (keys of
 # VisionTransformer, no prefix); give it on the command line:
 #   --cfg-options model.backbone.init_cfg.checkpoint=ENCODER.pth
 _base_ = 'mmpretrain::mocov3/benchmarks/vit-base-p16_8xb128-linear-coslr-90e_in1k.py'  # noqa: E501

@@ -6,7 +6,7 @@ from mmengine.hooks import Hook
 from mmengine.logging import print_log
 from mmpretrain.registry import HOOKS
 
-from ...checkpoint import key_list, key_mismatches, load_checkpoint_file
+from ...checkpoints import key_list, key_mismatches, load_checkpoint
 from .utils import bare_model
 
 
@@ -114,7 +114,7 @@ class PretrainedCheckHook(Hook):
         return target, where, init_cfg
 
     def checkpoint_state(self, path: str, prefix) -> Dict[str, torch.Tensor]:
-        ckpt = load_checkpoint_file(path)
+        ckpt = load_checkpoint(path)  # a file or a URL, read as data
         state = ckpt.get('state_dict', ckpt)
         if prefix:
             prefix = prefix if prefix.endswith('.') else prefix + '.'

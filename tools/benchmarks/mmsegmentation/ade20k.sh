@@ -7,7 +7,7 @@
 #
 # PRETRAIN_CKPT: MRCL's, mmpretrain's MAE, or MAE's official release
 # (mae_pretrain_vit_base.pth); the encoder file records which (meta
-# variant='mae' for MAE).
+# learner='mae' for MAE).
 # DATA_ROOT (default data/ade/ADEChallengeData2016) and WORK_DIR (default
 # work_dirs/benchmarks/ade20k/<checkpoint name>) override the paths.
 set -euo pipefail

@@ -7,10 +7,10 @@ checkpoint (``type='MAE'`` in its saved config, the encoder under
 ``backbone.``); MAE's official release (the
 ``model`` key, timm's names: ``patch_embed.proj``, ``blocks.i.attn.qkv``,
 ``norm``, ...). All three give the same encoder file; an MAE one says so in
-its meta (``variant='mae'``), so a benchmark run from it is MAE's, not
+its meta (``learner='mae'``), so a benchmark run from it is MAE's, not
 MRCL's. An MRCL checkpoint written by the DeepSpeed config is a folder
 (``epoch_N.pth/``): its fp32 master weights are read from its ZeRO slices
-(:mod:`mrcl_plugin.zero_checkpoint`).
+(:mod:`mrcl_plugin.checkpoints.zero`).
 
 - :func:`to_mmpretrain`: mmpretrain's ``VisionTransformer`` keys, which
   mmseg and mmdet load through ``mmpretrain.VisionTransformer``.
@@ -25,12 +25,13 @@ from typing import Any, Dict, List, Tuple
 
 import torch
 
-from .checkpoint import (BACKBONE_PREFIX, VIT_KEYS, CheckpointError,
-                         atomic_path, backbone_tensors, config_data,
-                         config_part, encoder_geometry, key_mismatches,
-                         load_checkpoint_file, mrcl_backbone,
-                         saved_model_type)
-from .zero_checkpoint import is_zero_checkpoint, load_zero_checkpoint
+from .atomic import atomic_path
+from .config_text import config_data, config_part
+from .meta import (BACKBONE_PREFIX, VIT_KEYS, backbone_tensors,
+                   encoder_geometry, key_mismatches, mrcl_backbone,
+                   saved_model_type)
+from .reader import CheckpointError, load_checkpoint_file
+from .zero import is_zero_checkpoint, load_zero_checkpoint
 
 ARCH_KEYS = ('embed_dims', 'num_layers', 'num_heads', 'feedforward_channels')
 
@@ -43,6 +44,15 @@ TIMM_RENAMES = (
     (r'^layers\.(\d+)\.ffn\.layers\.1\.', r'blocks.\1.mlp.fc2.'),
     (r'^layers\.', 'blocks.'),
     (r'^ln1\.', 'norm.'),
+)
+# ... and back, for MAE's release; keys of neither (its decoder) stay out.
+MMPRETRAIN_RENAMES = (
+    (r'^patch_embed\.proj\.', 'patch_embed.projection.'),
+    (r'^blocks\.(\d+)\.norm([12])\.', r'layers.\1.ln\2.'),
+    (r'^blocks\.(\d+)\.mlp\.fc1\.', r'layers.\1.ffn.layers.0.0.'),
+    (r'^blocks\.(\d+)\.mlp\.fc2\.', r'layers.\1.ffn.layers.1.'),
+    (r'^blocks\.', 'layers.'),
+    (r'^norm\.', 'ln1.'),
 )
 # timm's registered ViTs: (embed_dims, num_layers, num_heads, ffn) -> size.
 TIMM_SIZES = {
@@ -67,7 +77,7 @@ def to_mmpretrain(path: str) -> Dict[str, Any]:
     """The encoder of the MRCL or MAE checkpoint at ``path`` as an mmpretrain
     ``VisionTransformer`` checkpoint: ``state_dict`` with its keys (no
     ``backbone.`` prefix) and ``meta``: the encoder's arch and sizes,
-    variant, mask ratio, iteration, ``left_over`` (tensors not exported,
+    learner, mask ratio, iteration, ``left_over`` (tensors not exported,
     counted by module) and ``source``. mmseg/mmdet load it through
     mmpretrain's ``VisionTransformer`` with
     ``init_cfg=dict(type='Pretrained', ...)``."""
@@ -90,7 +100,7 @@ def pretrained_encoder(ckpt: Dict, path: str) -> Tuple[Dict, Dict, Dict]:
 
     Returns:
         tuple: the encoder's tensors with mmpretrain ``VisionTransformer``
-        names; what is known of it (``mrcl_backbone``'s meta; ``variant``
+        names; what is known of it (``mrcl_backbone``'s meta; ``learner``
         is ``'mae'`` for MAE); the source name of each tensor.
 
     Raises:
@@ -98,55 +108,50 @@ def pretrained_encoder(ckpt: Dict, path: str) -> Tuple[Dict, Dict, Dict]:
     """
     if 'state_dict' not in ckpt and isinstance(ckpt.get('model'), dict):
         return _mae_release(ckpt['model'], path)
-    if saved_model_type(ckpt) == 'MAE':
+    if saved_model_type(ckpt) == 'MAE' and 'state_dict' in ckpt:
         backbone = backbone_tensors(
             ckpt['state_dict'], path,
             'an mmpretrain MAE checkpoint without a ViT encoder')
-        meta = _mae_meta(encoder_geometry(backbone))
+        meta = _mae_meta(encoder_geometry(backbone, path))
         meta.update(_mae_config(ckpt), iter=ckpt['meta'].get('iter'))
     else:
         backbone, meta = mrcl_backbone(ckpt, path)
     return backbone, meta, {k: BACKBONE_PREFIX + k for k in backbone}
 
 
+def mmpretrain_key(key: str) -> str:
+    """The mmpretrain name of a timm ``VisionTransformer`` key (the inverse
+    of :func:`timm_key`); None for a key of no encoder (MAE's decoder)."""
+    if key in ('cls_token', 'pos_embed'):
+        return key
+    for pattern, repl in MMPRETRAIN_RENAMES:
+        if re.match(pattern, key):
+            return re.sub(pattern, repl, key)
+    return None
+
+
 def _mae_release(model: Dict, path: str) -> Tuple[Dict, Dict, Dict]:
-    """MAE's official pretraining file: timm's names, renamed as the
-    inverse of :func:`timm_key` over an mmpretrain ViT of the same shape."""
-    from mmpretrain.models import VisionTransformer
-    if 'patch_embed.proj.weight' not in model or 'blocks.0.mlp.fc1.weight' \
-            not in model:
-        raise CheckpointError(
-            path, "not an MAE release: its 'model' has no "
-            'patch_embed.proj.weight / blocks.0.mlp.fc1.weight')
-    grid = int(round((model['pos_embed'].shape[1] - 1)**0.5))
-    patch = model['patch_embed.proj.weight'].shape[-1]
-    meta = _mae_meta(dict(
-        embed_dims=model['patch_embed.proj.weight'].shape[0],
-        num_layers=1 + max(
-            int(k.split('.')[1]) for k in model if k.startswith('blocks.')),
-        feedforward_channels=model['blocks.0.mlp.fc1.weight'].shape[0],
-        patch_size=patch,
-        img_size=grid * patch))
-    with torch.device('meta'):  # names only
-        names = VisionTransformer(
-            arch={k: meta[k] for k in ARCH_KEYS}, img_size=meta['img_size'],
-            patch_size=patch).state_dict()
-    source = {k: timm_key(k) for k in names if timm_key(k) in model}
+    """MAE's official pretraining file: timm's names, renamed by
+    :func:`mmpretrain_key`; its decoder is left over."""
+    source = {mmpretrain_key(k): k for k in model if mmpretrain_key(k)}
     backbone = {k: model[src] for k, src in source.items()}
     missing = [k for k in VIT_KEYS if k not in backbone]
     if missing:
         raise CheckpointError(
-            path, f'not an MAE release: no {timm_key(missing[0])}')
+            path, f"not an MAE release: its 'model' has no "
+            f'{timm_key(missing[0])}')
+    meta = _mae_meta(encoder_geometry(backbone, path))
     return backbone, meta, source
 
 
 def _mae_meta(geometry: Dict) -> Dict:
     """An MAE encoder's meta: no tensor shape says the heads, so timm's
     standard sizes give them (ViT-B: 12), else 64-wide heads."""
+    dims = geometry['embed_dims']
     heads = {(e, n, f): h for (e, n, h, f) in TIMM_SIZES}.get(
-        (geometry['embed_dims'], geometry['num_layers'],
-         geometry['feedforward_channels']), geometry['embed_dims'] // 64)
-    return dict(geometry, num_heads=heads, variant='mae')
+        (dims, geometry['num_layers'], geometry['feedforward_channels']),
+        dims // 64 if dims % 64 == 0 else 1)
+    return dict(geometry, num_heads=heads, learner='mae')
 
 
 def _mae_config(ckpt: Dict) -> Dict:
