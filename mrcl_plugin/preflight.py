@@ -66,6 +66,7 @@ def check_train_config(cfg: Config) -> None:
     check_work_dir(cfg.work_dir)
     check_ranges(cfg)
     check_checkpoint(cfg)
+    check_pretrained(cfg)
     check_dataset(cfg)
 
 
@@ -172,6 +173,24 @@ def check_checkpoint(cfg: Config, does: str = 'trains') -> None:
         raise ConfigError(
             f"resume {path}: its meta['config'] is Python code ({code[:80]}), "
             'which a saved config never is; nothing in it was run')
+
+
+def check_pretrained(cfg: Config) -> None:
+    """Each ``init_cfg=dict(type='Pretrained', checkpoint=...)`` in the
+    model names a checkpoint that reads as data: a file or a URL (fetched
+    into torch hub's cache, where the model's init finds it again)."""
+    if cfg.get('resume') or cfg.get('load_from'):
+        return  # the Runner's checkpoint replaces the init
+    todo = [cfg.get('model')]
+    while todo:
+        node = todo.pop()
+        if isinstance(node, (list, tuple)):
+            todo.extend(node)
+        elif isinstance(node, dict):
+            if node.get('type') == 'Pretrained' and isinstance(
+                    node.get('checkpoint'), str):
+                load_checkpoint(node['checkpoint'])  # one-line errors
+            todo.extend(node.values())
 
 
 def check_dataset(cfg: Config) -> None:

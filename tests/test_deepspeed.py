@@ -45,16 +45,19 @@ TINY = {
     'model.head.in_channels': 16, 'train_dataloader.dataset.indices': 16}
 
 
-def torchrun(config: Path, work: Path, stl10_root: Path, **extra) -> dict:
-    """``tools/train.py CONFIG --launcher pytorch`` on 2 gloo processes
-    (torchrun, as ``tools/dist_train.sh CONFIG 2`` starts it), shrunk as
-    the config matrix shrinks it; {iteration: logged scalars}."""
-    shutil.rmtree(work, ignore_errors=True)
+def torchrun(config: Path, work: Path, stl10_root: Path, *args: str,
+             **extra) -> dict:
+    """``tools/train.py CONFIG --launcher pytorch [args]`` on 2 gloo
+    processes (torchrun, as ``tools/dist_train.sh CONFIG 2`` starts it),
+    shrunk as the config matrix shrinks it; {iteration: logged scalars} of
+    every run in ``work`` (a new one unless ``args`` resume)."""
+    if '--resume' not in args:
+        shutil.rmtree(work, ignore_errors=True)
     command = [
         sys.executable, '-m', 'torch.distributed.run', '--nproc_per_node=2',
         f'--master_port={free_port()}', 'tools/train.py', str(config),
-        '--work-dir', str(work), '--launcher', 'pytorch', '--cfg-options',
-        *options(config, stl10_root, **{**RUN, **extra})]
+        '--work-dir', str(work), '--launcher', 'pytorch', *args,
+        '--cfg-options', *options(config, stl10_root, **{**RUN, **extra})]
     env = dict(os.environ, PYTHONPATH=str(ROOT), MRCL_DATA=str(DATA),
                OMP_NUM_THREADS='1')
     done = subprocess.run(command, cwd=ROOT, env=env, capture_output=True,
@@ -97,6 +100,31 @@ def test_deepspeed_trains_as_ddp_or_names_what_it_needs(tmp_path,
         for key, value in terms.items():
             assert bf16[i][key] == pytest.approx(value, rel=0.05), (i, key)
     check_converts(tmp_path / 'bf16' / 'epoch_1.pth', tmp_path)
+
+
+def test_deepspeed_resumes_or_names_what_it_needs(tmp_path, stl10_root):
+    """``--resume`` takes a DeepSpeed run's folder: every file in it is read
+    as data first (tests/test_checkpoint_doors.py has a crafted one).
+    Without DeepSpeed the run stops at the start with one line naming it.
+    With it, on 2 gloo processes in fp32: one epoch, then ``--resume`` for
+    a second, logs the losses of two uninterrupted epochs."""
+    if importlib.util.find_spec('deepspeed') is None:
+        folder = tmp_path / 'work' / 'epoch_1.pth'
+        shutil.copytree(FIXTURE, folder)
+        message = run_tool('train.py', [
+            DS_CONFIG, '--work-dir', tmp_path / 'work', '--resume', folder,
+            '--cfg-options', *options(DS_CONFIG, stl10_root, **TINY)])
+        assert message.startswith('error: the config does not build: ') \
+            and 'deepspeed' in message.lower() and '\n' not in message
+        return
+    fp32 = {'strategy.bf16.enabled': False}
+    whole = losses(torchrun(DS_CONFIG, tmp_path / 'whole', stl10_root,
+                            **fp32, **{'train_cfg.max_epochs': 2}))
+    torchrun(DS_CONFIG, tmp_path / 'cut', stl10_root, **fp32)
+    resumed = losses(torchrun(DS_CONFIG, tmp_path / 'cut', stl10_root,
+                              '--resume', **fp32,
+                              **{'train_cfg.max_epochs': 2}))
+    assert len(whole) == 16 and resumed == whole
 
 
 def check_converts(folder: Path, tmp_path: Path) -> None:

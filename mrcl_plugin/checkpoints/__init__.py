@@ -17,7 +17,7 @@ comes in ends in one reader (docs/reliability.md has the table of doors).
 from .atomic import AtomicLocalBackend, atomic_path, latest_checkpoint
 from .config_text import config_data, config_part
 from .meta import (BACKBONE_PREFIX, VIT_KEYS, key_list, key_mismatches,
-                   mrcl_backbone, saved_model_type)
+                   mrcl_backbone, saved_model_type, state_dict_of)
 from .reader import CheckpointError, load_checkpoint_file, read_checkpoint
 from .schemes import load_checkpoint, register_schemes
 from .zero import (check_zero_folder, is_zero_checkpoint,
@@ -29,5 +29,5 @@ __all__ = [
     'is_zero_checkpoint', 'key_list', 'key_mismatches', 'latest_checkpoint',
     'load_checkpoint', 'load_checkpoint_file', 'load_zero_checkpoint',
     'mrcl_backbone', 'read_checkpoint', 'register_schemes',
-    'saved_model_type'
+    'saved_model_type', 'state_dict_of'
 ]

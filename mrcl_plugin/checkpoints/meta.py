@@ -12,7 +12,7 @@ from typing import Any, Dict, List, Optional, Tuple
 import torch
 
 from .config_text import config_data, config_part
-from .reader import CheckpointError
+from .reader import CheckpointError, a_kind
 
 BACKBONE_PREFIX = 'backbone.'
 # Keys every MRCLViT (and so every mmpretrain VisionTransformer) has.
@@ -62,12 +62,12 @@ def mrcl_meta_problem(mrcl: Any) -> Optional[str]:
     Tensor, not a number in [0, 1)"``), or None where each key it has is
     of :data:`SCHEMA`'s kind."""
     if not isinstance(mrcl, dict):
-        return f'is a {type(mrcl).__name__}, not a dict'
+        return f'is {a_kind(mrcl)}, not a dict'
     for key, (kind, ok) in SCHEMA.items():
         if key in mrcl and not ok(mrcl[key]):
             value = mrcl[key]
             shown = repr(value)[:40] if isinstance(
-                value, (str, Real, type(None))) else type(value).__name__
+                value, (str, Real, type(None))) else a_kind(value)
             return f"'{key}' is {shown}, not {kind}"
     return None
 
@@ -144,6 +144,25 @@ def mrcl_backbone(ckpt: Dict[str, Any],
         if key in mrcl:
             info[key] = mrcl[key]
     return backbone, info
+
+
+def state_dict_of(ckpt: Dict[str, Any], path: str) -> Dict[str, torch.Tensor]:
+    """A checkpoint's ``state_dict``, or the checkpoint itself where it is
+    a bare state dict (all tensors, as ``torch.save(model.state_dict())``
+    writes).
+
+    Raises:
+        CheckpointError: it has neither.
+    """
+    if 'state_dict' in ckpt:
+        return ckpt['state_dict']  # a dict of tensors: check_layout
+    other = next((k for k, v in ckpt.items()
+                  if not isinstance(v, torch.Tensor)), None)
+    if other is not None or not ckpt:
+        raise CheckpointError(
+            path, "no 'state_dict', and it is no bare state dict either "
+            f'(keys: {sorted(ckpt)[:6]})')
+    return ckpt
 
 
 def backbone_tensors(state: Dict[str, torch.Tensor], path: str,

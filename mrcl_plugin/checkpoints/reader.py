@@ -78,8 +78,8 @@ class _HistoryBufferState:
     its constructor."""
 
     def __init__(self, *args, **kwargs) -> None:
-        raise _Refused('HistoryBuffer(...) called: a checkpoint restores '
-                       'it from its state')
+        raise _Refused('a call of HistoryBuffer(...) (a checkpoint '
+                       'restores one from its state)')
 
     def __setstate__(self, state: Any) -> None:
         if not isinstance(state, dict) or not set(state) <= {
@@ -229,8 +229,8 @@ def read_checkpoint(source: Union[str, bytes], name: str,
         ) from None
     if not isinstance(ckpt, dict):
         raise CheckpointError(
-            name, f'not a checkpoint: it holds a {type(ckpt).__name__}, '
-            'not a dict of tensors')
+            name, f'not a checkpoint: it holds {a_kind(ckpt)}, not a dict '
+            'of tensors')
     check_layout(ckpt, name)
     return ckpt
 
@@ -346,26 +346,26 @@ def check_layout(ckpt: Dict, name: str) -> None:
             state = ckpt[key]
             if not isinstance(state, dict):
                 raise CheckpointError(
-                    name, f"'{key}' is a {type(state).__name__}, not a dict "
+                    name, f"'{key}' is {a_kind(state)}, not a dict "
                     'of tensors')
             _string_keys(state, name, f"'{key}'")
             wrong = next((k for k, v in state.items()
                           if not isinstance(v, torch.Tensor)), None)
             if wrong is not None:
                 raise CheckpointError(
-                    name, f"'{key}' holds a {type(state[wrong]).__name__} "
+                    name, f"'{key}' holds {a_kind(state[wrong])} "
                     f'under {wrong!r}, not a tensor')
-    meta = ckpt.get('meta')
-    if meta is None:
+    if 'meta' not in ckpt:
         return
+    meta = ckpt['meta']
     if not isinstance(meta, dict):
         raise CheckpointError(
-            name, f"'meta' is a {type(meta).__name__}, not a dict")
+            name, f"'meta' is {a_kind(meta)}, not a dict")
     _string_keys(meta, name, "'meta'")
     for key in ('cfg', 'config'):
         if key in meta and not isinstance(meta[key], str):
             raise CheckpointError(
-                name, f"meta['{key}'] is a {type(meta[key]).__name__}, not "
+                name, f"meta['{key}'] is {a_kind(meta[key])}, not "
                 'the text of a config')
     if 'mrcl' in meta:
         problem = mrcl_meta_problem(meta['mrcl'])
@@ -378,7 +378,16 @@ def _string_keys(d: Dict, name: str, what: str) -> None:
     if wrong is not None:
         raise CheckpointError(
             name, f'{what} has a key that is not a string: '
-            f'{type(wrong).__name__} {str(wrong)[:40]}')
+            f'{a_kind(wrong)}, {str(wrong)[:40]}')
+
+
+def a_kind(x: Any) -> str:
+    """'a list', 'an int', 'None': what ``x`` is (or, for a type, what its
+    instances are), for messages."""
+    if x is None:
+        return 'None'
+    name = x.__name__ if isinstance(x, type) else type(x).__name__
+    return ('an ' if name[0].lower() in 'aeiou' else 'a ') + name
 
 
 def _kind(x: Any) -> str:

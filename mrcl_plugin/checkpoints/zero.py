@@ -30,7 +30,7 @@ from typing import Any, Dict, List, Tuple
 
 import torch
 
-from .reader import CheckpointError, load_checkpoint_file
+from .reader import CheckpointError, a_kind, load_checkpoint_file
 
 MODEL_STATES = 'mp_rank_00_model_states.pt'
 OPTIM_STATES = re.compile(r'^(?:bf16_)?zero_pp_rank_(\d+)_mp_rank_00_'
@@ -65,14 +65,13 @@ def is_zero_checkpoint(path: str) -> bool:
 
 def _field(d: Dict, key: str, kind, path: str, what: str = '') -> Any:
     """``d[key]``, which must be a ``kind``; else a one-line error."""
-    kinds = kind if isinstance(kind, tuple) else (kind, )
     if key not in d:
         raise CheckpointError(path, f'no {what}{key!r}: not a DeepSpeed '
                               'checkpoint file')
-    if not isinstance(d[key], kinds) or isinstance(d[key], bool):
+    if not isinstance(d[key], kind) or isinstance(d[key], bool):
         raise CheckpointError(
-            path, f'{what}{key!r} is a {type(d[key]).__name__}, not a '
-            f"{' or '.join(k.__name__ for k in kinds)}")
+            path, f'{what}{key!r} is {a_kind(d[key])}, not '
+            f'{a_kind(kind)}')
     return d[key]
 
 
@@ -85,7 +84,7 @@ def _model_states(folder: str) -> Tuple[Dict[str, Any], int]:
     if not isinstance(config, dict) or not isinstance(
             config.get('zero_optimization', {}), dict):
         raise CheckpointError(path, "'ds_config' is not a DeepSpeed config "
-                              f'(a {type(config).__name__})')
+                              f'({a_kind(config)})')
     stage = config.get('zero_optimization', {}).get('stage', 0)
     if stage not in (0, 1, 2) or model.get('mp_world_size', 1) != 1:
         raise CheckpointError(
@@ -96,9 +95,8 @@ def _model_states(folder: str) -> Tuple[Dict[str, Any], int]:
     wrong = next((k for k, v in module.items()
                   if not isinstance(v, torch.Tensor)), None)
     if wrong is not None:
-        raise CheckpointError(path, f"'module' holds a "
-                              f'{type(module[wrong]).__name__} under '
-                              f'{wrong!r}, not a tensor')
+        raise CheckpointError(path, f"'module' holds {a_kind(module[wrong])} "
+                              f'under {wrong!r}, not a tensor')
     if stage:
         world = _field(model, 'dp_world_size', int, path)
         if world < 1:
@@ -113,8 +111,11 @@ def _model_states(folder: str) -> Tuple[Dict[str, Any], int]:
                     path, "'param_shapes' is not a list of {name: shape}")
     for key in ('meta', 'message_hub', 'shared_params'):
         if not isinstance(model.get(key, {}), dict):
-            raise CheckpointError(path, f'{key!r} is a '
-                                  f'{type(model[key]).__name__}, not a dict')
+            raise CheckpointError(path, f'{key!r} is {a_kind(model[key])}, '
+                                  'not a dict')
+    if not all(isinstance(v, str) for v in model.get('shared_params',
+                                                     {}).values()):
+        raise CheckpointError(path, "'shared_params' is not {name: name}")
     return model, stage
 
 

@@ -22,7 +22,7 @@ from mmpretrain.registry import MODELS
 from torch.utils.data import DataLoader, Subset
 
 from ..checkpoints import (BACKBONE_PREFIX, VIT_KEYS, CheckpointError,
-                           key_mismatches, load_checkpoint)
+                           key_mismatches, load_checkpoint, state_dict_of)
 
 Features = Tuple[torch.Tensor, torch.Tensor]  # (N, C) unit rows, (N, ) labels
 
@@ -109,8 +109,7 @@ def load_weights(model: torch.nn.Module, path: str) -> None:
     Raises:
         CheckpointError: unreadable, or its tensors do not fit the model.
     """
-    ckpt = load_checkpoint(path)
-    state = ckpt.get('state_dict', ckpt)
+    state = state_dict_of(load_checkpoint(path), path)
     target = model
     if not any(k.startswith(BACKBONE_PREFIX) for k in state):
         if not all(k in state for k in VIT_KEYS):

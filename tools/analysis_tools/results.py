@@ -301,11 +301,14 @@ def _encoder(path: str) -> Tuple[Optional[Method], Optional[int]]:
     # 'variant': what converted files said before it was called learner
     learner = info.get('learner') or info.get('variant')
     epochs = info.get('max_epochs')
+    epochs = epochs if type(epochs) is int else None
     if learner == MAE:
         return (MAE, True), epochs
-    if learner not in LEARNERS:
+    if not isinstance(learner, str) or learner not in LEARNERS:
         return None, epochs
-    masked = bool(info.get('mask_ratio')) or bool(info.get('rec_weights'))
+    ratio, weights = info.get('mask_ratio'), info.get('rec_weights')
+    masked = (isinstance(ratio, (int, float)) and ratio > 0) or \
+        (isinstance(weights, dict) and bool(weights))
     return (learner, masked), epochs
 
 

@@ -6,7 +6,8 @@ from mmengine.hooks import Hook
 from mmengine.logging import print_log
 from mmpretrain.registry import HOOKS
 
-from ...checkpoints import key_list, key_mismatches, load_checkpoint
+from ...checkpoints import (key_list, key_mismatches, load_checkpoint,
+                            state_dict_of)
 from .utils import bare_model
 
 
@@ -114,8 +115,8 @@ class PretrainedCheckHook(Hook):
         return target, where, init_cfg
 
     def checkpoint_state(self, path: str, prefix) -> Dict[str, torch.Tensor]:
-        ckpt = load_checkpoint(path)  # a file or a URL, read as data
-        state = ckpt.get('state_dict', ckpt)
+        # a file or a URL, read as data
+        state = state_dict_of(load_checkpoint(path), path)
         if prefix:
             prefix = prefix if prefix.endswith('.') else prefix + '.'
             state = {
