@@ -9,7 +9,8 @@ idempotent:
   ``custom_imports``), for every process: the security fixes (a torch whose
   weights-only loading is safe, every checkpoint scheme of mmengine read as
   data by :mod:`mrcl_plugin.checkpoints.schemes`, a resumed checkpoint's
-  saved config read as data, never run) and the hooks' part of DeepSpeed
+  saved config, and the one an inferencer builds its model from, read as
+  data, never run) and the hooks' part of DeepSpeed
   checkpoints, saved and resumed.
 - :func:`apply_cpu_distributed` runs only where a run opts in by importing
   :mod:`mrcl_plugin.cpu_distributed` (the gloo config's ``custom_imports``;
@@ -83,6 +84,39 @@ def _saved_config_as_data(checkpoint) -> None:
         print_log("meta['config'] of the resumed checkpoint read as data, "
                   f'not run; kept: {gpu_ids or "nothing"}',
                   logger='current', level=30)
+
+
+def _inferencer_reads_config_as_data(init_model):
+    """mmengine's ``BaseInferencer`` (mmseg's and mmdet's inferencers)
+    given weights and no config takes the config's text from the checkpoint
+    (``message_hub['runtime_info']['cfg']`` or ``meta['cfg']``) and passes
+    it to ``Config.fromstring``, which runs it. Give it the text parsed as
+    data instead (as mmengine dumps a config, it is all data); text that is
+    code is refused in one line."""
+
+    @functools.wraps(init_model)
+    def wrapper(self, cfg, weights, device='cpu'):
+        if not cfg and weights is not None:
+            from mmengine.config import Config
+
+            from .checkpoints import CheckpointError, load_checkpoint
+            from .checkpoints.config_text import code_in, config_data
+            ckpt = load_checkpoint(weights)
+            runtime = (ckpt.get('message_hub') or {}).get('runtime_info')
+            text = (runtime or {}).get('cfg') if isinstance(
+                runtime, dict) else None
+            text = text if isinstance(text, str) else ckpt.get(
+                'meta', {}).get('cfg')
+            if isinstance(text, str):
+                if code_in(text):
+                    raise CheckpointError(
+                        weights, f'its saved config is Python code '
+                        f'({code_in(text)[:80]}), which a saved config never '
+                        'is; nothing in it was run')
+                cfg = Config(config_data(text))
+        return init_model(self, cfg, weights, device)
+
+    return wrapper
 
 
 def _returns_config_as_data(load):
@@ -285,7 +319,9 @@ def apply() -> None:
     register_schemes()
     from mmengine._strategy import BaseStrategy
     from mmengine._strategy.deepspeed import DeepSpeedStrategy
+    from mmengine.infer import BaseInferencer
     from mmengine.runner import Runner
+    _patch(BaseInferencer, '_init_model', _inferencer_reads_config_as_data)
     _patch(DeepSpeedStrategy, 'save_checkpoint', _deepspeed_save_calls_back)
     _patch(DeepSpeedStrategy, 'resume', _deepspeed_resume_calls_back)
     strategies = [BaseStrategy]

@@ -498,3 +498,45 @@ def test_checkpoints_of_the_wrong_shape_are_one_line(mrcl_checkpoint,
             load_weights(model, str(path))
         assert str(error.value) == f'{path}: {reason}'
     assert results._encoder(str(path))[0] in (None, ('barlowtwins', True))
+
+
+# -- mmengine's inferencers, given only weights ------------------------------
+
+
+def test_an_inferencer_builds_from_the_saved_config_as_data(
+        mrcl_checkpoint, tmp_path, monkeypatch):
+    """mmseg's and mmdet's inferencers (mmengine's ``BaseInferencer``) with
+    weights and no config built the model from the config text saved in
+    the checkpoint through ``Config.fromstring``, which runs it. Now the
+    text is read as data (a real one builds its model without
+    ``fromstring``), and text that is code is refused in one line; without
+    the fix that text ran."""
+    from mmengine.config import ConfigDict
+    from mmengine.infer import BaseInferencer
+    from mmengine.registry import DefaultScope
+    # an inferencer of no task: only its model building is used
+    Inferencer = type('Inferencer', (BaseInferencer, ), dict(
+        _init_pipeline=None, postprocess=None, visualize=None))
+    inferencer = Inferencer.__new__(Inferencer)
+
+    def no_fromstring(*args, **kwargs):
+        raise AssertionError('Config.fromstring ran a saved config')
+
+    monkeypatch.setattr(Config, 'fromstring', no_fromstring)
+    with DefaultScope.overwrite_default_scope('mmpretrain'):
+        model = inferencer._init_model(ConfigDict(), str(mrcl_checkpoint))
+    assert type(model).__name__ == 'MRBarlowTwins'
+    monkeypatch.undo()
+    canary = tmp_path / 'ran'
+    ckpt = load_checkpoint_file(mrcl_checkpoint)
+    ckpt['message_hub']['runtime_info']['cfg'] = \
+        f"open({str(canary)!r}, 'w').close()"
+    path = tmp_path / 'code.pth'
+    torch.save(ckpt, path)
+    with pytest.raises(CheckpointError, match='saved config is Python code'):
+        inferencer._init_model(ConfigDict(), str(path))
+    assert not canary.exists()
+    with pytest.raises(Exception):  # the text runs, then no model builds
+        BaseInferencer._init_model.__wrapped__(inferencer, ConfigDict(),
+                                               str(path))
+    assert canary.exists()

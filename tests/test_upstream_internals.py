@@ -83,6 +83,11 @@ INTERNALS = [
              'wrapped to call the callback it drops on the client state '
              "DeepSpeed's load_checkpoint returns, and to read its "
              "meta['config'] as data"),
+    Internal('mmengine', 'infer.BaseInferencer._init_model', 'a60060d85e023a7e',
+             'compat.py',
+             'given no cfg it reads the config text from '
+             "message_hub['runtime_info']['cfg'] or meta['cfg'] and runs "
+             'Config.fromstring on it; wrapped to pass the text as data'),
     Internal('mmengine', 'Runner.resume', '30cc2d3b4e1afabd', 'compat.py',
              "it passes meta['config'] of the checkpoint that "
              'self.load_checkpoint returns to Config.fromstring, reading '
@@ -128,6 +133,7 @@ def _upstream(name: str):
     import torch
     from mmengine._strategy import deepspeed
     from mmengine.dist import utils as dist_utils
+    from mmengine import infer
     from mmengine.hooks import CheckpointHook
     from mmengine.logging import HistoryBuffer
     from mmengine.runner import FlexibleRunner, IterBasedTrainLoop, Runner
@@ -145,7 +151,7 @@ def _upstream(name: str):
         IterBasedTrainLoop=IterBasedTrainLoop,
         runner=type('runner', (), dict(checkpoint=runner_checkpoint)),
         dist=type('dist', (), dict(utils=dist_utils)),
-        CheckpointHook=CheckpointHook,
+        CheckpointHook=CheckpointHook, infer=infer,
         _strategy=type('_strategy', (), dict(deepspeed=deepspeed)),
         DistributedDataParallel=torch.nn.parallel.DistributedDataParallel)
     head, *rest = name.split('.')
