@@ -15,6 +15,16 @@
 - ``mrcl_checkpoint_p16``: the same encoder with 16 px patches, trained for
   2 iterations at batch 8 on the real Tiny-ImageNet sample (64 px, 16
   tokens): for code that needs ViT-B's patch size (dense transfer).
+
+Every test, and every test module, leaves mmengine's process-wide state
+(the default scope, the message hubs, loggers and visualizers) as it found
+it (``restore_mmengine_state_per_test`` and ``_per_module``): in a random
+order a test otherwise ran in the default scope an earlier one left
+("LatentCrossCorrelationHead is not in the mmdet::model registry"). A
+module- or session-scoped fixture is set up before the function-scoped
+one, so what it makes lasts for the tests that use it; what a module's
+fixtures make ends with the module, and the session's checkpoints are
+trained inside a restore of their own.
 """
 import os
 import sys
@@ -41,6 +51,20 @@ def data_root() -> Path:
             "(../shared/data from the repo root, or set MRCL_DATA); the "
             'tests read real images and never download them', pytrace=False)
     return root
+
+
+@pytest.fixture(scope='module', autouse=True)
+def restore_mmengine_state_per_module():
+    from mrcl_testing import mmengine_state_restored
+    with mmengine_state_restored():
+        yield
+
+
+@pytest.fixture(autouse=True)
+def restore_mmengine_state_per_test():
+    from mrcl_testing import mmengine_state_restored
+    with mmengine_state_restored():
+        yield
 
 
 @pytest.fixture
@@ -72,9 +96,12 @@ TINY_IMAGENET_CONFIG = (
 def _pretrain(config: Path, work: Path, data_root: Path, iters: int,
               **overrides) -> Path:
     """Train ``config`` for ``iters`` iterations at batch 8 in ``work``;
-    returns the checkpoint."""
+    returns the checkpoint. The Runner's scope, message hub, logger and
+    visualizer end with it: the session's tests come after."""
     from mmengine.config import Config
     from mmengine.runner import Runner
+
+    from mrcl_testing import mmengine_state_restored
     old = os.environ.get('MRCL_DATA')
     os.environ['MRCL_DATA'] = str(data_root)
     try:
@@ -97,7 +124,8 @@ def _pretrain(config: Path, work: Path, data_root: Path, iters: int,
     })
     # no kNN evaluation (tests/test_knn.py has it); the other hooks stay
     cfg.custom_hooks = [h for h in cfg.custom_hooks if h.type != 'KNNHook']
-    Runner.from_cfg(cfg).train()
+    with mmengine_state_restored():
+        Runner.from_cfg(cfg).train()
     return work / f'iter_{iters}.pth'
 
 

@@ -1,5 +1,6 @@
 """Small builders shared by the MRCL tests: real CIFAR-10 views and tiny
 models (ViT width 64, 32 px images in 4 px patches, 64 patches)."""
+import contextlib
 import copy
 import itertools
 import json
@@ -7,6 +8,7 @@ import os
 import runpy
 import socket
 import sys
+from collections import OrderedDict
 from pathlib import Path
 
 import mmcv
@@ -14,6 +16,7 @@ import numpy as np
 import torch
 from mmengine.model import revert_sync_batchnorm
 from mmengine.registry import init_default_scope
+from mmengine.utils import ManagerMixin
 
 import mrcl_plugin  # noqa: F401
 from mrcl_plugin.models import LEARNERS
@@ -124,7 +127,9 @@ def mrcl_cfg(learner='barlowtwins', mask_ratio=0.2, alpha=1.0, lambd=1.0,
 
 
 def build(cfg: dict):
-    """Build a model from the mmpretrain registry, initialised, SyncBN-free."""
+    """Build a model from the mmpretrain registry, initialised, SyncBN-free.
+    mmpretrain stays the default scope for the rest of the test (until
+    :func:`mmengine_state_restored` of tests/conftest.py ends it)."""
     from mmpretrain.registry import MODELS
     init_default_scope('mmpretrain')
     model = revert_sync_batchnorm(MODELS.build(copy.deepcopy(cfg)))
@@ -136,6 +141,39 @@ def set_max_iters(max_iters: int = 100) -> None:
     """CosineEMA reads max_iters from the message hub, as in training."""
     from mmengine.logging import MessageHub
     MessageHub.get_current_instance().update_info('max_iters', max_iters)
+
+
+# -- mmengine's process-wide state --------------------------------------------
+
+
+def manager_classes(cls=ManagerMixin):
+    """``cls`` and every subclass imported so far: each class of mmengine's
+    ``ManagerMixin`` keeps its own instances (``DefaultScope``,
+    ``MessageHub``, ``MMLogger``, ``Visualizer`` and each of its
+    subclasses: mmpretrain's, mmseg's, mmdet's)."""
+    yield cls
+    for sub in cls.__subclasses__():
+        yield from manager_classes(sub)
+
+
+@contextlib.contextmanager
+def mmengine_state_restored():
+    """On exit, mmengine's process-wide state as it was on entry: the
+    instances of every ``ManagerMixin`` class, those made inside removed
+    and the current one (the latest) restored. The latest ``DefaultScope``
+    is the scope every registry build reads; a Runner makes one of each
+    class, ``init_default_scope`` a ``DefaultScope``. The classes' own
+    ``_instance_dict`` is what ``get_current_instance`` reads
+    (mmengine/utils/manager.py), replaced whole as mmengine's
+    ``DefaultScope.overwrite_default_scope`` does."""
+    saved = {cls: list(cls._instance_dict.items())
+             for cls in manager_classes()}
+    try:
+        yield
+    finally:
+        # a class imported inside had no instances on entry
+        for cls in manager_classes():
+            cls._instance_dict = OrderedDict(saved.get(cls, ()))
 
 
 # -- tools/train.py on the small CIFAR-10 config, shrunk ----------------------

@@ -5,6 +5,7 @@ import pytest
 import torch
 from mmengine.config import Config
 from mmengine.hooks import Hook
+from mmengine.registry import init_default_scope
 from mmengine.runner import Runner
 
 from mrcl_plugin.checkpoints import CheckpointError, load_checkpoint_file
@@ -91,6 +92,7 @@ def test_linear_probe_config_is_the_papers(repo_root):
     assert [t.type for t in cfg.train_dataloader.dataset.pipeline] == [
         'LoadImageFromFile', 'RandomResizedCrop', 'RandomFlip', 'PackInputs'
     ]
+    init_default_scope(cfg.default_scope)
     model = MODELS.build(cfg.model)
     backbone = model.backbone
     assert (backbone.embed_dims, backbone.num_layers,

@@ -5,6 +5,7 @@ import copy
 
 import pytest
 import torch
+from mmengine.registry import init_default_scope
 
 from mrcl_testing import (ARCH, HEADS, LN, NECK, build, decoder_cfg,
                           mrcl_cfg, set_max_iters, two_views)
@@ -174,6 +175,7 @@ def test_cross_correlation_of_a_bf16_model():
 
     from mrcl_plugin.models.algorithms.mr_barlowtwins import \
         cross_correlation_loss
+    init_default_scope('mmpretrain')
     torch.manual_seed(0)
     z1, z2 = torch.randn(16, 128), torch.randn(16, 128)
     head = MODELS.build(copy.deepcopy(HEADS['barlowtwins'])).train()
@@ -195,6 +197,7 @@ def test_cross_correlation_loss_without_the_matrix(n, dim):
 
     from mrcl_plugin.models.algorithms.mr_barlowtwins import \
         cross_correlation_loss
+    init_default_scope('mmpretrain')
     torch.manual_seed(0)
     z1 = torch.randn(n, dim, requires_grad=True)
     z2 = (0.7 * z1.detach() + 0.3 * torch.randn(n, dim)).requires_grad_()
