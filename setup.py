@@ -7,13 +7,14 @@ dist-info. ``pip install .`` puts them there (setup.cfg's package_data,
 through the repo's ``mrcl_plugin/.mim`` links). ``pip install -e .`` is a
 PEP 660 editable install: its wheel holds only a path hook and the
 dist-info, no package folder (and wheels cannot hold links), so mim finds
-nothing ("we can not find the config file in codebase mrcl_plugin"). For
-it, the editable wheel below also holds ``mrcl_plugin/.mim/`` with one stub
-per tool and config that runs or inherits the file in this checkout, so
-edits take effect at once (a new config or tool needs a re-install); and it
-puts this checkout on ``sys.path`` with a ``.pth`` (setuptools' "compat"
-mode, what the old ``setup.py develop`` did), so that the package found
-there is the checkout's, not that stub folder.
+nothing ("we can not find the config file in codebase mrcl_plugin"), and
+``mim search`` no ``model-index.yml``. For it, the editable wheel below also
+holds ``mrcl_plugin/.mim/`` with one stub per tool and config that runs or
+inherits the file in this checkout, and a ``model-index.yml`` that imports
+the checkout's, so edits take effect at once (a new config or tool needs a
+re-install); and it puts this checkout on ``sys.path`` with a ``.pth``
+(setuptools' "compat" mode, what the old ``setup.py develop`` did), so that
+the package found there is the checkout's, not that stub folder.
 """
 import os.path as osp
 from glob import glob
@@ -26,6 +27,9 @@ ROOT = osp.dirname(osp.abspath(__file__))
 
 def mim_stubs():
     """(path in the wheel, text) of each ``.mim`` stub."""
+    yield ('mrcl_plugin/.mim/model-index.yml',
+           '# mim stub of an editable install (setup.py)\n'
+           f'Import:\n  - {osp.join(ROOT, "model-index.yml")}\n')
     for path in sorted(glob(osp.join(ROOT, 'tools', '**', '*.py'),
                             recursive=True)):
         rel = osp.relpath(path, ROOT)

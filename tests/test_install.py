@@ -3,8 +3,10 @@ configs and tools: ``pip install -e .`` (setup.py's ``.mim`` stubs) and
 ``pip install .`` (the wheel's ``.mim`` copies), each into a scratch
 environment that reuses this one's packages (a venv without pip whose
 ``.pth`` names this environment's site-packages), then ``mim train
-mrcl_plugin NAME`` for one iteration, the config given by name only."""
+mrcl_plugin NAME`` for one iteration, the config given by name only, and
+``mim search mrcl_plugin``, which lists the models of the metafile."""
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -12,6 +14,7 @@ import sysconfig
 from pathlib import Path
 
 import pytest
+import yaml
 
 from mrcl_testing import DATA, ROOT
 
@@ -60,7 +63,7 @@ def checkout_copy(dst: Path) -> Path:
 
 @pytest.mark.parametrize('editable', [True, False],
                          ids=['pip install -e .', 'pip install .'])
-def test_mim_train_by_name_after_pip_install(tmp_path, editable):
+def test_mim_train_and_search_after_pip_install(tmp_path, editable):
     python = scratch_env(tmp_path / 'env')
     source = ROOT if editable else checkout_copy(tmp_path / 'src')
     run([python, '-m', 'pip', 'install', '-q', '--no-deps',
@@ -84,3 +87,10 @@ def test_mim_train_by_name_after_pip_install(tmp_path, editable):
     assert (work / 'iter_1.pth').is_file()
     dumped = (work / NAME).read_text()
     assert "type='MRBarlowTwins'" in dumped and "mask_ratio=0.2" in dumped
+
+    # model-index.yml: in the wheel's .mim, or the editable stub importing
+    # this checkout's
+    log = run([python, '-m', 'mim', 'search', 'mrcl_plugin'], cwd=tmp_path)
+    metafile = yaml.safe_load((ROOT / 'configs/mrcl/metafile.yml').read_text())
+    listed = set(re.findall(r'config id: (\S+)', log))
+    assert listed == {model['Name'] for model in metafile['Models']}
