@@ -1,13 +1,10 @@
-import torch
-from mmpretrain.models.utils import CosineEMA
 from mmpretrain.registry import MODELS
-from torch import nn
 
-from .mrcl import MRCL, MaskedViews, fp32
+from .mrcl import MomentumMRCL
 
 
 @MODELS.register_module()
-class MRBYOL(MRCL):
+class MRBYOL(MomentumMRCL):
     """MR-BYOL: MRCL (arXiv 2211.09013) on mmpretrain's :class:`BYOL`
     (Grill et al., arXiv 2006.07733).
 
@@ -25,22 +22,13 @@ class MRBYOL(MRCL):
     """
 
     learner = 'byol'
+    target_name = 'target_net'
+    loss_scale = 2.  # BYOL's: mmpretrain logs 2 * (loss_1 + loss_2)
 
     def __init__(self,
                  *args,
                  base_momentum: float = 0.004,
                  target_masked: bool = True,
                  **kwargs) -> None:
-        super().__init__(*args, **kwargs)
-        self.target_masked = target_masked
-        self.target_net = CosineEMA(
-            nn.Sequential(self.backbone, self.neck), momentum=base_momentum)
-
-    def contrastive_loss(self, views: MaskedViews) -> torch.Tensor:
-        f1, f2 = self.pool(views.tokens).chunk(2)
-        q1, q2 = self.neck([f1])[0], self.neck([f2])[0]
-        k1, k2 = self.momentum_projections(self.target_net, views,
-                                           self.target_masked)
-        # BYOL's scale: mmpretrain logs 2 * (loss_1 + loss_2).
-        return 2. * (fp32(self.head.loss, q1, k2) +
-                     fp32(self.head.loss, q2, k1))
+        super().__init__(*args, base_momentum=base_momentum,
+                         target_masked=target_masked, **kwargs)

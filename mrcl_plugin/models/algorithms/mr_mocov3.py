@@ -1,13 +1,10 @@
-import torch
-from mmpretrain.models.utils import CosineEMA
 from mmpretrain.registry import MODELS
-from torch import nn
 
-from .mrcl import MRCL, MaskedViews, fp32
+from .mrcl import MomentumMRCL
 
 
 @MODELS.register_module()
-class MRMoCoV3(MRCL):
+class MRMoCoV3(MomentumMRCL):
     """MR-MoCoV3: MRCL (arXiv 2211.09013) on mmpretrain's :class:`MoCoV3`
     (Chen et al., arXiv 2104.02057).
 
@@ -27,20 +24,12 @@ class MRMoCoV3(MRCL):
     """
 
     learner = 'mocov3'
+    target_name = 'momentum_encoder'
 
     def __init__(self,
                  *args,
                  base_momentum: float = 0.01,
                  target_masked: bool = True,
                  **kwargs) -> None:
-        super().__init__(*args, **kwargs)
-        self.target_masked = target_masked
-        self.momentum_encoder = CosineEMA(
-            nn.Sequential(self.backbone, self.neck), momentum=base_momentum)
-
-    def contrastive_loss(self, views: MaskedViews) -> torch.Tensor:
-        f1, f2 = self.pool(views.tokens).chunk(2)
-        q1, q2 = self.neck([f1])[0], self.neck([f2])[0]
-        k1, k2 = self.momentum_projections(self.momentum_encoder, views,
-                                           self.target_masked)
-        return (fp32(self.head.loss, q1, k2) + fp32(self.head.loss, q2, k1))
+        super().__init__(*args, base_momentum=base_momentum,
+                         target_masked=target_masked, **kwargs)

@@ -209,19 +209,51 @@ class MRCL(BaseSelfSupervisor):
         """The learner's loss of the two encoded views, a scalar."""
         raise NotImplementedError
 
+
+class MomentumMRCL(MRCL):
+    """The part MR-BYOL and MR-MoCoV3 share: a target that is an EMA copy of
+    ``backbone`` and ``neck`` (mmpretrain's :class:`CosineEMA`), kept under
+    the name mmpretrain's algorithm gives it (:attr:`target_name`), so that
+    state dicts keep mmpretrain's keys; the online projection of each view,
+    through the predictor in ``head``, is trained against the target's
+    projection of the other view (``head.loss(online, target)``).
+
+    Args:
+        base_momentum (float): the target's EMA momentum.
+        target_masked (bool): the target encodes the masked views (True)
+            or the full ones.
+        **kwargs: see :class:`MRCL`.
+    """
+
+    target_name = ''  # the EMA copy's attribute, mmpretrain's name for it
+    loss_scale = 1.  # the learner's factor on the sum of the two terms
+
+    def __init__(self, *args, base_momentum: float, target_masked: bool,
+                 **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.target_masked = target_masked
+        setattr(self, self.target_name, CosineEMA(
+            nn.Sequential(self.backbone, self.neck), momentum=base_momentum))
+
+    def contrastive_loss(self, views: MaskedViews) -> torch.Tensor:
+        f1, f2 = self.pool(views.tokens).chunk(2)
+        q1, q2 = self.neck([f1])[0], self.neck([f2])[0]
+        k1, k2 = self.momentum_projections(views)
+        return self.loss_scale * (fp32(self.head.loss, q1, k2) +
+                                  fp32(self.head.loss, q2, k1))
+
     def momentum_projections(
-            self, ema: CosineEMA, views: MaskedViews,
-            masked: bool) -> Tuple[torch.Tensor, torch.Tensor]:
-        """BYOL's and MoCo v3's target: ``ema``, an EMA copy of ``backbone``
-        and ``neck``, is updated and projects both views, the same masked
-        ones as the online branch (``masked``: the mask is part of the
-        view's augmentation, paper Eq. 15) or the full images. Two (B, D')
+            self, views: MaskedViews) -> Tuple[torch.Tensor, torch.Tensor]:
+        """The target is updated and projects both views, masked as the
+        online branch saw them or whole (``target_masked``). Two (B, D')
         tensors, without gradient."""
+        ema = getattr(self, self.target_name)
         with torch.no_grad():
             ema.update_parameters(nn.Sequential(self.backbone, self.neck))
             backbone, neck = ema.module
-            if masked:
-                tokens = backbone(views.images, mask=views.mask.bool())[0]
+            if self.target_masked:
+                tokens = backbone(views.images,
+                                  mask=views.mask.bool())[0]
             else:
                 tokens = backbone(views.images, mask=None)[-1]
             k1, k2 = self.pool(tokens).chunk(2)
