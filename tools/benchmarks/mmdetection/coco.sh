@@ -10,6 +10,12 @@
 # learner='mae' for MAE).
 # DATA_ROOT (default data/coco) and WORK_DIR (default
 # work_dirs/benchmarks/coco/<checkpoint name>) override the paths.
+#
+# Needs GPUS CUDA GPUs (one process each, NCCL, AMP), mmcv built with
+# its CUDA ops (RoIAlign), and the environment the plugin is installed in
+# on PATH: it calls `python` and `mim`, so first `source
+# .venv/bin/activate` (after tools/setup.sh) or activate your OpenMMLab
+# stack's.
 set -euo pipefail
 if [ $# -lt 2 ]; then
     echo "usage: bash $0 PRETRAIN_CKPT GPUS [mim train options]" >&2

@@ -10,6 +10,11 @@
 # learner='mae' for MAE).
 # DATA_ROOT (default data/ade/ADEChallengeData2016) and WORK_DIR (default
 # work_dirs/benchmarks/ade20k/<checkpoint name>) override the paths.
+#
+# Needs GPUS CUDA GPUs (one process each, NCCL, AMP), and the
+# environment the plugin is installed in on PATH: it calls `python` and
+# `mim`, so first `source .venv/bin/activate` (after tools/setup.sh) or
+# activate your OpenMMLab stack's.
 set -euo pipefail
 if [ $# -lt 2 ]; then
     echo "usage: bash $0 PRETRAIN_CKPT GPUS [mim train options]" >&2
