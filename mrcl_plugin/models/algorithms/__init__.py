@@ -1,3 +1,5 @@
+"""MRCL's learners (arXiv 2211.09013), one registered class each on the
+shared :class:`MRCL`, and :data:`LEARNERS`, the table of them by name."""
 from .mr_barlowtwins import MRBarlowTwins
 from .mr_byol import MRBYOL
 from .mr_mocov3 import MRMoCoV3

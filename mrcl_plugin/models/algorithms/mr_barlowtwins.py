@@ -1,3 +1,6 @@
+"""MR-BarlowTwins: MRCL (arXiv 2211.09013) on Barlow Twins (Zbontar et al.,
+arXiv 2103.03230), the learner of the paper's best ImageNet result, with
+Barlow Twins' loss computed without its D x D cross-correlation matrix."""
 import torch
 from mmpretrain.registry import MODELS
 

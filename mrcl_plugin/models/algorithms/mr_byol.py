@@ -1,3 +1,5 @@
+"""MR-BYOL: MRCL (arXiv 2211.09013) on BYOL (Grill et al., arXiv
+2006.07733); its EMA target is :class:`MomentumMRCL`'s."""
 from mmpretrain.registry import MODELS
 
 from .mrcl import MomentumMRCL

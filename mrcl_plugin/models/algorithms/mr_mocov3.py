@@ -1,3 +1,5 @@
+"""MR-MoCoV3: MRCL (arXiv 2211.09013) on MoCo v3 (Chen et al., arXiv
+2104.02057); its momentum encoder is :class:`MomentumMRCL`'s."""
 from mmpretrain.registry import MODELS
 
 from .mrcl import MomentumMRCL

@@ -1,3 +1,5 @@
+"""MR-SimCLR: MRCL (arXiv 2211.09013) on SimCLR (Chen et al., arXiv
+2002.05709), InfoNCE over the batch gathered from every process."""
 import torch
 from mmpretrain.models.selfsup.simclr import SimCLR
 from mmpretrain.registry import MODELS

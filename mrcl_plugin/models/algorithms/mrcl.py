@@ -1,3 +1,10 @@
+"""What every MRCL learner shares (Liu et al., arXiv 2211.09013).
+
+:class:`MRCL` masks both views, encodes their visible tokens in one pass
+and adds the reconstruction regulariser of paper Eq. 16 to its learner's
+contrastive loss; :class:`MomentumMRCL` adds the EMA target of BYOL and
+MoCo v3. Each learner is a registered subclass in this package.
+"""
 from typing import Dict, List, NamedTuple, Optional, Tuple
 
 import torch

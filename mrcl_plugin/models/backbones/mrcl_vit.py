@@ -1,3 +1,7 @@
+"""MRCL's encoder (arXiv 2211.09013): MAE's ViT (He et al., arXiv
+2111.06377) dropping a ratio r of each view's patches as augmentation,
+with any registered mask generator, and mmpretrain's
+``VisionTransformer`` weights, so the encoder transfers unchanged."""
 from typing import Optional, Tuple, Union
 
 import torch

@@ -1,7 +1,9 @@
 """ViTDet's plain ViT backbone (Li et al. 2022, "Exploring plain vision
-transformer backbones for object detection", Sec. 3 and 4.1) as mmpretrain's
-``VisionTransformer``: window attention in most blocks, global attention in
-a few, decomposed relative positions in every attention."""
+transformer backbones for object detection", arXiv 2203.16527, Sec. 3 and
+4.1) as mmpretrain's ``VisionTransformer``: window attention in most blocks,
+global attention in a few, decomposed relative positions in every
+attention. The COCO Mask R-CNN transfer of MRCL encoders (arXiv
+2211.09013, Table 2) loads them into it."""
 from typing import Optional, Sequence, Tuple
 
 import numpy as np

@@ -1,3 +1,6 @@
+"""MRCL's reconstruction regulariser (arXiv 2211.09013, Eq. 12 and 16):
+MAE's pixel loss (He et al., arXiv 2111.06377) weighted separately over
+the masked (alpha) and the unmasked (lambda) patches of each view."""
 from typing import Dict
 
 import torch

@@ -1,3 +1,6 @@
+"""MAE's decoder (He et al., arXiv 2111.06377), as MRCL (arXiv 2211.09013)
+uses it to reconstruct every patch of each view, with its blocks
+optionally recomputed in the backward to save activation memory."""
 import torch
 from mmpretrain.models.necks import MAEPretrainDecoder
 from mmpretrain.registry import MODELS

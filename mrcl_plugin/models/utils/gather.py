@@ -1,3 +1,6 @@
+"""An all-gather with the gradient of every process's loss, for the losses
+MRCL (arXiv 2211.09013) computes on the global batch (SimCLR's InfoNCE,
+Barlow Twins' cross-correlation)."""
 import torch
 from mmengine.dist import all_reduce, get_rank
 from mmpretrain.models.selfsup.simclr import GatherLayer as _GatherLayer

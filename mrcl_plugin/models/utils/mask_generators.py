@@ -1,4 +1,7 @@
-"""Patch mask generators: which tokens of each view the encoder never sees.
+"""Patch mask generators: which tokens of each view the encoder never sees,
+MRCL's masking as augmentation (arXiv 2211.09013). Random sampling is the
+paper's and MAE's (arXiv 2111.06377); block-wise is BEiT's (arXiv
+2106.08254); grid-wise a regular lattice.
 
 Every generator is called as ``generator(batch_size, patch_resolution,
 mask_ratio, device)`` and returns a bool tensor of shape (B, H*W) in raster
