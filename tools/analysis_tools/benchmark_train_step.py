@@ -33,7 +33,7 @@ so every tensor of 64 KiB or more is its own mapping, unmapped when freed,
 and the RSS follows the live tensors, not what glibc's heap keeps cached.
 
 CPU timing and glibc: by default every tensor over 32 MiB is mapped and
-page-faulted afresh each step (a quarter of a ViT-B/16 step on our CPU).
+page-faulted afresh each step (docs/speed.md says what that cost).
 To time with freed memory kept, as a GPU's caching allocator does, set
 MALLOC_MMAP_MAX_=0 MALLOC_TRIM_THRESHOLD_=68719476736
 MALLOC_TOP_PAD_=1073741824 in the environment (the header prints them).

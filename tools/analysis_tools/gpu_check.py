@@ -1,4 +1,4 @@
-"""The GPU check: on one GPU, in under 8 minutes, every figure printed with
+"""The GPU check: on one GPU, within --budget-s, every figure printed with
 the GPU's name on a ``GPU-CHECK [<gpu>] <part> ...`` line:
 
   a  the ViT-B/16 train step at 64 images per GPU under AMP in fp16 and in
@@ -15,7 +15,7 @@ the GPU's name on a ``GPU-CHECK [<gpu>] <part> ...`` line:
   c  the ``cifar10-gpu`` study preset, cut at the time left (each finished
      run is one CSV row; the run in flight at the deadline is dropped).
 
-``--cpu-miniature`` runs the same four parts on the CPU in about a minute
+``--cpu-miniature`` runs the same four parts on the CPU, at tiny sizes
 (the small CIFAR-10 config at 16 px for a; a 2-layer, 64-wide ViT at 32 px
 for 2 iterations under bf16 autocast for b; the ``micro`` preset for c;
 a 1-layer model through ``aot_eager`` for d):

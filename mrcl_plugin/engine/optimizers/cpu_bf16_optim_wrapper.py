@@ -28,10 +28,10 @@ class CPUBF16OptimWrapper(OptimWrapper):
             backward: ``'math'``, ``'flash_attention'``, or
             None for torch's choice (flash). Default ``'math'``: torch
             2.14's CPU flash kernel is slow in bf16, most of all its
-            backward at short sequences; with it a step of the small
-            SimCLR config (65 tokens, 64 images x 2 views) took 1.43 s
-            against 0.87 s with the math kernel, on a 2-core Xeon
-            (docs/speed.md, ``benchmark_train_step.py --sdpa-backend``).
+            backward at short sequences such as the small SimCLR
+            config's 65 tokens (measured in docs/speed.md, "The attention
+            kernel on a CPU", with ``benchmark_train_step.py
+            --sdpa-backend``).
             The math kernel keeps each layer's attention matrix for the
             backward, so ``'flash_attention'`` is the one to measure
             memory with (a GPU's kernels keep none).

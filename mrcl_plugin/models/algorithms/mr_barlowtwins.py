@@ -21,8 +21,9 @@ def cross_correlation_loss(z1: torch.Tensor, z2: torch.Tensor,
     diagonal is ``(n1 * n2).sum(0) / N`` and the sum of its squares is
     ``sum((n1 @ n1.T) * (n2 @ n2.T)) / N^2``, from two N x N Gram matrices.
     The same value and gradient as ``CrossCorrelationLoss`` on ``c``, whose
-    D x D matrix, in-place ops on its views and their backward took 1.0 s
-    of a ViT-B/16 step of 4.9 s at batch 8 on our CPU (docs/speed.md)."""
+    D x D matrix and in-place ops on its views took a share of the step far
+    beyond their FLOPs (measured in docs/speed.md, "The bf16 step, part by
+    part")."""
     # the BatchNorm in its buffers' dtype: bf16 where DeepSpeed casts the
     # whole model; the sums in fp32 (``fp32``)
     stats = head.bn.running_mean.dtype

@@ -16,10 +16,11 @@ class CheckpointedMAEDecoder(MAEPretrainDecoder):
     a training forward keeps only each block's input, and the backward runs
     each block's forward again (the blocks have no dropout, so the result
     is the same). On MR-BarlowTwins ViT-B/16 at 64 images x 2 views the
-    paper's 8 x 512 decoder keeps 3.49 GiB for the backward, more than MRCL
-    saves in the encoder by masking 20% of the tokens (1.59 GiB); with
-    ``with_cp`` it keeps 0.2 GiB for one more decoder forward a step
-    (docs/speed.md, ``tools/analysis_tools/activation_memory.py``).
+    paper's 8 x 512 decoder keeps more for the backward than MRCL saves in
+    the encoder by masking 20% of the tokens; with ``with_cp`` MRCL keeps
+    less than BarlowTwins, for one more decoder forward a step (measured
+    in docs/speed.md, "Memory at the paper's batch", with
+    ``tools/analysis_tools/activation_memory.py``).
 
     Args:
         with_cp (bool): checkpoint the decoder blocks. Default False.
