@@ -4,13 +4,16 @@ configs and tools: ``pip install -e .`` (setup.py's ``.mim`` stubs) and
 environment that reuses this one's packages (a venv without pip whose
 ``.pth`` names this environment's site-packages), then ``mim train
 mrcl_plugin NAME`` for one iteration, the config given by name only, and
-``mim search mrcl_plugin``, which lists the models of the metafile."""
+``mim search mrcl_plugin``, which lists the models of the metafile. The
+sdist and the wheel carry the LICENSE."""
 import os
 import re
 import shutil
 import subprocess
 import sys
 import sysconfig
+import tarfile
+import zipfile
 from pathlib import Path
 
 import pytest
@@ -94,3 +97,28 @@ def test_mim_train_and_search_after_pip_install(tmp_path, editable):
     metafile = yaml.safe_load((ROOT / 'configs/mrcl/metafile.yml').read_text())
     listed = set(re.findall(r'config id: (\S+)', log))
     assert listed == {model['Name'] for model in metafile['Models']}
+
+
+def test_sdist_and_wheel_carry_the_license(tmp_path):
+    """setup.cfg's license_files: the Apache-2.0 text that setup.cfg's
+    ``license`` names, in both archives."""
+    license_text = (ROOT / 'LICENSE').read_bytes()
+    assert b'Apache License\n                           Version 2.0' \
+        in license_text
+    source = checkout_copy(tmp_path / 'src')
+    dist = tmp_path / 'dist'
+    run([sys.executable, '-c', 'import sys; '
+         'from setuptools import build_meta as b; '
+         'out = sys.argv[1]; b.build_sdist(out); b.build_wheel(out)', dist],
+        cwd=source)
+    (sdist, ), (wheel, ) = dist.glob('*.tar.gz'), dist.glob('*.whl')
+    with tarfile.open(sdist) as tar:
+        top = tar.getnames()[0].split('/')[0]
+        assert tar.extractfile(f'{top}/LICENSE').read() == license_text
+    with zipfile.ZipFile(wheel) as whl:
+        info = next(n.split('/')[0] for n in whl.namelist()
+                    if n.endswith('.dist-info/METADATA'))
+        assert whl.read(f'{info}/licenses/LICENSE') == license_text
+        metadata = whl.read(f'{info}/METADATA').decode()
+    assert 'License: Apache-2.0' in metadata
+    assert 'License-File: LICENSE' in metadata
