@@ -9,15 +9,21 @@ worker. What mmengine and mmcv already report clearly (an unknown
 ``type``, a misspelt argument, an image that cannot be decoded) is left to
 them.
 """
+import copy
 import inspect
 import os
 import os.path as osp
+import re
+import shutil
 import uuid
-from typing import Optional, Tuple
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Dict, List, NamedTuple, Optional, Tuple
 
 from mmengine.config import Config
-from mmengine.registry import DATASETS, RUNNERS
-from mmengine.runner import FlexibleRunner, Runner
+from mmengine.registry import DATASETS, LOOPS, RUNNERS
+from mmengine.runner import (EpochBasedTrainLoop, FlexibleRunner,
+                             IterBasedTrainLoop, Runner, TestLoop, ValLoop)
 from mmpretrain.datasets import CustomDataset
 
 from .checkpoints import (CheckpointError, check_zero_folder,
@@ -43,21 +49,107 @@ class ConfigError(ValueError):
     """A config that cannot train or test; the message is one line."""
 
 
-def check_options(cfg: Config, options: dict) -> None:
+class AddedKey(NamedTuple):
+    """A ``--cfg-options`` key that adds ``part`` to the dict at ``where``
+    (``train_cfg``, ``model.backbone``, ``custom_hooks.2``), which has
+    ``keys`` and, where it says, a ``type``."""
+    where: str
+    part: str
+    keys: List[str]
+    type: Optional[str]
+
+
+def check_options(cfg: Config, options: dict) -> Dict[str, AddedKey]:
     """``--cfg-options`` keys must start at a key the config has or mmengine
     reads: mmengine would add a misspelt one (``train_dataloder.batch_size
     =8``) and never use it. ``compile`` is not an argument of ``Runner``
     (``Runner.from_cfg`` passes the whole config, where ``train`` reads it),
-    hence the list."""
+    hence the list.
+
+    A key added below the top is often meant (``model.backbone.init_cfg.
+    checkpoint``, a hook's field), and only the class that takes its dict
+    can tell: it is refused here only where that class is certain, in the
+    loops (``train_cfg``, ``val_cfg``, ``test_cfg``), which mmengine builds
+    inside ``Runner.train``, after the run folder; :func:`clean_refusals`
+    names the others when their build refuses them.
+
+    Returns:
+        dict: ``{option: AddedKey}`` of the keys added below the top.
+    """
     known = set(cfg.keys()).union(RUNNER_CFG_KEYS,
                                   inspect.signature(Runner).parameters,
                                   inspect.signature(FlexibleRunner).parameters)
+    added = {}
     for key in options or {}:
         top = key.split('.')[0]
         if top not in known:
             raise ConfigError(
                 f'--cfg-options {key}: the config has no key {top!r} '
                 f'(misspelt? its keys: {", ".join(sorted(cfg.keys()))})')
+        new = _added_key(cfg, key)
+        if new:
+            added[key] = new
+    merged = copy.deepcopy(cfg)  # the loop type the options leave
+    merged.merge_from_dict(options or {})
+    for key, new in added.items():
+        loop = _loop_class(merged, new.where)
+        if loop is not None and not _takes(loop, new.part):
+            raise _not_taken(key, new, loop.__name__)
+    return added
+
+
+def _added_key(cfg: Config, key: str) -> Optional[AddedKey]:
+    """What ``key`` adds below the config's top, or None where it changes a
+    key the config has (or adds a top-level one)."""
+    parts = key.split('.')
+    node = cfg.get(parts[0])
+    for depth, part in enumerate(parts[1:], 1):
+        if isinstance(node, (list, tuple)) and part.isdigit() and \
+                int(part) < len(node):
+            node = node[int(part)]
+        elif isinstance(node, dict) and part in node:
+            node = node[part]
+        elif isinstance(node, dict):
+            type_ = node.get('type')
+            return AddedKey('.'.join(parts[:depth]), part,
+                            sorted(map(str, node)),
+                            getattr(type_, '__name__', type_))
+        else:
+            return None  # replaces a value: its build says what is wrong
+    return None
+
+
+def _loop_class(cfg: Config, where: str) -> Optional[type]:
+    """The class mmengine's Runner builds the loop ``cfg[where]`` with
+    (``Runner.build_train_loop`` and the others), or None for other keys."""
+    if where not in ('train_cfg', 'val_cfg', 'test_cfg'):
+        return None
+    loop = cfg.get(where) or {}
+    if 'type' in loop:
+        return _registered(LOOPS, loop['type'],
+                           loop.get('_scope_', cfg.get('default_scope')))
+    if where == 'val_cfg':
+        return ValLoop
+    if where == 'test_cfg':
+        return TestLoop
+    if 'by_epoch' not in loop:
+        return None  # mmengine refuses it with its own message
+    return EpochBasedTrainLoop if loop['by_epoch'] else IterBasedTrainLoop
+
+
+def _takes(cls: type, name: str) -> bool:
+    """Whether building ``cls`` from a dict can use the key ``name``: an
+    argument, ``**kwargs``, or what the build takes out first."""
+    if name in ('type', '_scope_', 'by_epoch'):
+        return True
+    return any(p.name == name or p.kind is p.VAR_KEYWORD
+               for p in inspect.signature(cls).parameters.values())
+
+
+def _not_taken(option: str, new: AddedKey, cls_name: str) -> ConfigError:
+    return ConfigError(
+        f'--cfg-options {option}: {cls_name} takes no argument {new.part!r} '
+        f'(misspelt? {new.where} has: {", ".join(new.keys)})')
 
 
 def check_train_config(cfg: Config) -> None:
@@ -79,7 +171,7 @@ def check_test_config(cfg: Config) -> None:
         raise ConfigError(f'{cfg.filename} has no test_dataloader (test a '
                           'benchmark config, not a pretraining one)')
     _checked_count(cfg.test_dataloader.dataset, 'test_dataloader.dataset',
-                   cfg.get('default_scope'))
+                   cfg)
 
 
 def check_work_dir(work_dir: str) -> None:
@@ -208,8 +300,7 @@ def check_dataset(cfg: Config) -> None:
     Any other type is left to its own loader: nothing is refused that this
     cannot know."""
     loader = cfg.train_dataloader
-    found = _checked_count(loader.dataset, 'train_dataloader.dataset',
-                           cfg.get('default_scope'))
+    found = _checked_count(loader.dataset, 'train_dataloader.dataset', cfg)
     batch_size = loader.get('batch_size', 1)
     if found is not None and found[0] < batch_size:
         raise ConfigError(
@@ -217,24 +308,26 @@ def check_dataset(cfg: Config) -> None:
             f'dataset ({found[0]} images in {found[1]})')
 
 
-def _checked_count(dataset, key: str, scope) -> Optional[Tuple[int, str]]:
-    """The number of samples ``dataset`` gives and where they are, once its
-    files are checked; None where the number is not known."""
+def _checked_count(dataset, key: str,
+                   cfg: Config) -> Optional[Tuple[int, str]]:
+    """The number of samples ``dataset`` (a part of ``cfg``) gives and where
+    they are, once its files are checked; None where it is not known."""
     if 'datasets' in dataset:  # ConcatDataset
         found = [
-            _checked_count(d, f'{key}.datasets.{i}', scope)
+            _checked_count(d, f'{key}.datasets.{i}', cfg)
             for i, d in enumerate(dataset.datasets)
         ]
         if None in found:
             return None
         return sum(n for n, _ in found), ', '.join(w for _, w in found)
     if 'dataset' in dataset:  # RepeatDataset, ClassBalancedDataset
-        found = _checked_count(dataset.dataset, f'{key}.dataset', scope)
+        found = _checked_count(dataset.dataset, f'{key}.dataset', cfg)
         if found is None or dataset.get('type') != 'RepeatDataset':
             return None  # ClassBalancedDataset's length depends on labels
         return found[0] * dataset.get('times', 1), found[1]
     # `mmpretrain::` inheritance stamps its scope on the base's dicts
-    cls = _dataset_class(dataset.get('type'), dataset.get('_scope_', scope))
+    cls = _registered(DATASETS, dataset.get('type'),
+                      dataset.get('_scope_', cfg.get('default_scope')))
     if cls is None or not issubclass(cls, (CustomDataset, STL10)):
         return None
     args = {k: v for k, v in dataset.items() if k not in ('type', '_scope_')}
@@ -247,7 +340,7 @@ def _checked_count(dataset, key: str, scope) -> Optional[Tuple[int, str]]:
     if isinstance(built, STL10):
         count, where = sum(built.counts.values()), built.folder
     else:
-        count = len(_custom_dataset_files(built, key))
+        count = len(_custom_dataset_files(built, key, cfg))
         where = built.img_prefix
     indices = dataset.get('indices')
     if isinstance(indices, int):
@@ -257,19 +350,39 @@ def _checked_count(dataset, key: str, scope) -> Optional[Tuple[int, str]]:
     return count, where
 
 
-def _dataset_class(type_, scope):
+def _registered(registry, type_, scope) -> Optional[type]:
+    """The class ``type_`` names in ``registry`` under ``scope``."""
     if isinstance(type_, type):
         return type_
-    with DATASETS.switch_scope_and_registry(scope) as registry:
-        return registry.get(type_)
+    with registry.switch_scope_and_registry(scope) as found:
+        return found.get(type_)
 
 
-def _custom_dataset_files(dataset: CustomDataset, key: str) -> list:
+def mrcl_data_hint(cfg: Config, folder: str) -> str:
+    """'set MRCL_DATA? ...' where ``folder`` can come from ``$MRCL_DATA``:
+    the config's text (its file and bases) reads it and ``folder`` is under
+    the value it read (the environment's, else the config's default);
+    else '' (the folder was given some other way)."""
+    text = cfg.text or ''
+    if 'MRCL_DATA' not in text:
+        return ''
+    default = re.search(r'\$MRCL_DATA\s*:\s*([^}]*?)\s*}}', text)
+    value = os.environ.get('MRCL_DATA', default[1] if default else '')
+    if value and not str(folder).startswith(value.rstrip('/')):
+        return ''
+    now = os.environ.get('MRCL_DATA')
+    return 'set MRCL_DATA? the config reads it, ' + (f'now {now}' if now
+                                                      else 'unset here')
+
+
+def _custom_dataset_files(dataset: CustomDataset, key: str,
+                          cfg: Config) -> list:
     """The image files a lazily built ``CustomDataset`` will read."""
     folder = dataset.img_prefix
     if folder and not osp.isdir(folder):
+        hint = mrcl_data_hint(cfg, folder)
         raise ConfigError(f'{key}: data folder {folder} does not exist '
-                          '(data_root + data_prefix; set MRCL_DATA?)')
+                          f'(data_root + data_prefix{hint and "; " + hint})')
     if dataset.ann_file:
         return _annotated_files(dataset.ann_file, folder, dataset.with_label,
                                 key)
@@ -345,6 +458,57 @@ def build_runner(cfg: Config):
             ValueError) as e:
         raise ConfigError(
             f'the config does not build: {last_line(e)}') from None
+
+
+# mmengine's words for a keyword argument a class does not take
+UNEXPECTED = re.compile(
+    r"(?:(\w+)\.__init__\(\) )?got an unexpected keyword argument '(\w+)'")
+# what a Runner's start writes: <timestamp>/, and <timestamp>.py for a
+# config without a file name
+STARTED = re.compile(r'^\d{8}_\d{6}(\.py)?$')
+
+
+@contextmanager
+def clean_refusals(cfg: Config, added: Optional[Dict[str, AddedKey]] = None):
+    """Around a Runner's build and its ``train``: where the config is
+    refused there (a :class:`ConfigError` of :func:`build_runner`, or a
+    ``TypeError`` of a class that takes no argument a ``--cfg-options`` key
+    of ``added`` gave it; the optimizer and the schedulers are built in
+    ``train``), what the Runner's start wrote goes (its ``<timestamp>/``
+    folder, and its copy of the config, restored where an earlier run left
+    one), and the error names the option: a refused start writes nothing.
+    A run that saved a checkpoint keeps everything."""
+    work_dir = cfg.work_dir
+    before = set(os.listdir(work_dir))
+    copied = Path(work_dir, osp.basename(cfg.filename or ''))
+    earlier = copied.read_bytes() if copied.is_file() else None
+    try:
+        yield
+    except (ConfigError, TypeError) as e:
+        option = _option_refused(e, added or {})
+        if isinstance(e, TypeError) and option is None:
+            raise  # not the config's
+        new = set(os.listdir(work_dir)) - before
+        if not any(name.endswith('.pth') for name in new):
+            for path in (Path(work_dir, n) for n in new if STARTED.match(n)):
+                shutil.rmtree(path) if path.is_dir() else path.unlink()
+            if earlier is not None:
+                copied.write_bytes(earlier)
+            elif copied.name in new:
+                copied.unlink()
+        if option is None:
+            raise
+        raise option from None
+
+
+def _option_refused(error: Exception,
+                    added: Dict[str, AddedKey]) -> Optional[ConfigError]:
+    """The error naming the option whose added key a class refused."""
+    found = UNEXPECTED.search(str(error))
+    for option, new in added.items():
+        if found and new.part == found[2]:
+            return _not_taken(option, new, new.type or found[1] or 'it')
+    return None
 
 
 def run_logged(runner, step):

@@ -16,8 +16,8 @@ from mmengine.logging import print_log
 import mrcl_plugin  # noqa: F401  registers MRCL, weights-only loading
 from mrcl_plugin.checkpoints import is_zero_checkpoint, latest_checkpoint
 from mrcl_plugin.preflight import (build_runner, check_options,
-                                   check_train_config, one_line_errors,
-                                   run_logged)
+                                   check_train_config, clean_refusals,
+                                   one_line_errors, run_logged)
 
 
 def parse_args():
@@ -125,8 +125,9 @@ def main():
     if not osp.isfile(args.config):
         raise SystemExit(f'config file not found: {args.config}')
     cfg = Config.fromfile(args.config)
+    added = {}
     if args.cfg_options is not None:
-        check_options(cfg, args.cfg_options)
+        added = check_options(cfg, args.cfg_options)
         cfg.merge_from_dict(args.cfg_options)
     cfg.launcher = args.launcher
     if args.work_dir is not None:
@@ -151,8 +152,9 @@ def main():
 
     check_train_config(cfg)
     compile_through_hook(cfg)
-    runner = build_runner(cfg)
-    run_logged(runner, runner.train)
+    with clean_refusals(cfg, added):
+        runner = build_runner(cfg)
+        run_logged(runner, runner.train)
 
 
 if __name__ == '__main__':
