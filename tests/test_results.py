@@ -345,6 +345,18 @@ def test_plot_command_line(work_dirs, tmp_path, monkeypatch, capsys):
     assert printed.endswith(f'curves written to {out}\n')
 
 
+def test_plot_command_line_refuses_a_file(tmp_path, monkeypatch):
+    """A log file where its work_dir belongs: one line, no traceback."""
+    log = tmp_path / 'scalars.json'
+    log.write_text('{"loss_contrastive": 5.0, "iter": 1}\n')
+    monkeypatch.setattr(sys, 'argv', ['plot_curves.py', str(log)])
+    with pytest.raises(SystemExit) as stop:
+        runpy.run_path(str(TOOLS / 'plot_curves.py'), run_name='__main__')
+    assert stop.value.code == (
+        f'error: {log} is a file, not a work_dir: give the folder '
+        'tools/train.py wrote into (with <timestamp>/vis_data/ in it)')
+
+
 def test_plot_without_knn_says_so_and_without_losses_fails(work_dirs,
                                                           tmp_path):
     # The pretraining log's first three lines, without the kNN records.

@@ -8,6 +8,10 @@ from pathlib import Path
 import mmcv
 import numpy as np
 import pytest
+import torch
+
+from mrcl_plugin.checkpoints.converters import to_mmpretrain
+from mrcl_testing import run_tool
 
 ROOT = Path(__file__).resolve().parents[1]
 ENV = dict(os.environ, PYTHONPATH=str(ROOT))  # this tree's code, not main's
@@ -75,3 +79,69 @@ def test_reconstruction_refuses_a_bad_output_path(checkpoint):
          str(CONFIG), str(checkpoint), '--out', 'rec.jpg'],
         cwd=ROOT, capture_output=True, text=True, timeout=300, env=ENV)
     assert out.returncode != 0 and '--out must be a .png' in out.stderr
+
+
+# -- one line, before any work, for what a user can get wrong ----------------
+
+
+def knn_eval(checkpoint, *args) -> str:
+    """knn_eval.py run here; its ``error:`` line, or '' if it finished."""
+    return run_tool('analysis_tools/knn_eval.py',
+                    [CONFIG, checkpoint, *args])
+
+
+def test_knn_eval_checks_k_against_the_bank_first(checkpoint, mrcl_data_env):
+    """k used to be checked after the features of every image were
+    computed, then end in a traceback."""
+    cifar = f'{mrcl_data_env}/cls/cifar10/'
+    assert knn_eval(checkpoint, '--per-class', 2, '--test-per-class', 1,
+                    '-k', 21) == (
+        f'error: -k 21: must be from 1 to the 20 bank images (the train '
+        f'split of {cifar}, --per-class 2)')
+    assert knn_eval(checkpoint, '--per-class', 2, '-k', 0).startswith(
+        'error: -k 0: must be from 1 to the 20 bank images')
+
+
+def test_knn_eval_names_a_wrong_data_root(checkpoint, tmp_path, monkeypatch):
+    given = tmp_path / 'cifar10'
+    assert knn_eval(checkpoint, '--cfg-options',
+                    f'train_dataloader.dataset.data_root={given}') == (
+        f'error: train_dataloader.dataset.data_root {given} is not a folder')
+    # from $MRCL_DATA, which the config reads: the hint says so
+    monkeypatch.setenv('MRCL_DATA', str(tmp_path))
+    assert knn_eval(checkpoint) == (
+        f'error: train_dataloader.dataset.data_root {tmp_path}/cls/cifar10/ '
+        f'is not a folder (set MRCL_DATA? the config reads it, now '
+        f'{tmp_path})')
+    # a folder without the labelled splits
+    assert knn_eval(checkpoint, '--cfg-options',
+                    f'train_dataloader.dataset.data_root={tmp_path}') == (
+        f'error: no train split for kNN: {tmp_path}/meta/train.txt does not '
+        f"exist (data_root '{tmp_path}' must hold meta/train.txt and train/)")
+
+
+def reconstruct(checkpoint, out, *args) -> str:
+    return run_tool('analysis_tools/visualize_reconstruction.py',
+                    [CONFIG, checkpoint, '--out', out, *args])
+
+
+def test_reconstruction_refuses_a_mask_ratio_of_one(checkpoint, tmp_path):
+    out = tmp_path / 'rec.png'
+    assert reconstruct(checkpoint, out, '--mask-ratio', 1.0) == (
+        'error: --mask-ratio 1.0: must be in [0, 1), the share of patches '
+        'the encoder does not see')
+    assert not out.exists()
+
+
+def test_reconstruction_refuses_an_encoder_only_checkpoint(
+        checkpoint, tmp_path, mrcl_data_env):
+    """The converted encoder loaded into the backbone alone: the tool
+    exited 0 with "prediction" rows from a random decoder."""
+    encoder = tmp_path / 'encoder.pth'
+    torch.save(to_mmpretrain(str(checkpoint)), encoder)
+    out = tmp_path / 'rec.png'
+    assert reconstruct(encoder, out) == (
+        f'error: {encoder}: an encoder-only checkpoint, with no decoder to '
+        'reconstruct with; give the pretraining checkpoint it was converted '
+        'from (work_dirs/<run>/iter_N.pth)')
+    assert not out.exists()

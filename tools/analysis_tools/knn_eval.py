@@ -9,6 +9,7 @@ or ``meta/val.txt`` as the queries under its ``data_root``); the whole
 splits by default. See :mod:`mrcl_plugin.evaluation.knn`.
 """
 import argparse
+import os.path as osp
 import time
 
 import torch
@@ -17,7 +18,9 @@ from mmengine.registry import init_default_scope
 
 import mrcl_plugin  # noqa: F401
 from mrcl_plugin.checkpoints import CheckpointError
-from mrcl_plugin.evaluation import build_model, knn_eval
+from mrcl_plugin.evaluation import (balanced_subset, build_model, knn_eval,
+                                    split_dataset)
+from mrcl_plugin.preflight import mrcl_data_hint
 
 
 def parse_args():
@@ -39,6 +42,27 @@ def parse_args():
     return parser.parse_args()
 
 
+def check_splits(cfg: Config, data_root: str, per_class, k: int) -> None:
+    """The bank and query splits are there and the bank holds k images, or
+    one ``error:`` line: before any feature is computed."""
+    if not osp.isdir(data_root):
+        hint = mrcl_data_hint(cfg, data_root)
+        raise SystemExit(
+            f'error: train_dataloader.dataset.data_root {data_root} is not a '
+            f'folder' + (f' ({hint})' if hint else ''))
+    try:
+        bank = len(balanced_subset(split_dataset(data_root, 'train'),
+                                   per_class))
+        split_dataset(data_root, 'test')
+    except FileNotFoundError as e:
+        raise SystemExit(f'error: {e}')
+    if not 1 <= k <= bank:
+        raise SystemExit(
+            f'error: -k {k}: must be from 1 to the {bank} bank images (the '
+            f'train split of {data_root}'
+            + (f', --per-class {per_class}' if per_class else '') + ')')
+
+
 def main():
     args = parse_args()
     cfg = Config.fromfile(args.config)
@@ -46,6 +70,7 @@ def main():
     init_default_scope(cfg.get('default_scope', 'mmpretrain'))
     torch.manual_seed(0)  # the same random init on every run
     data_root = cfg.train_dataloader.dataset.data_root
+    check_splits(cfg, data_root, args.per_class, args.k)
     try:  # the checkpoint first: a bad file stops the tool at once
         models = {'pretrained': build_model(cfg, args.checkpoint)}
     except CheckpointError as e:

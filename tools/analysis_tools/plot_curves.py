@@ -87,7 +87,7 @@ def main():
     args = parser.parse_args()
     try:
         curves = plot_curves(args.work_dir, args.out)
-    except (FileNotFoundError, ValueError) as e:
+    except (OSError, ValueError) as e:  # a path to no work_dir, no losses
         sys.exit(f'error: {e}')
     for key, (iters, values) in curves.items():
         print(f'{key}: {len(iters)} points, iterations {iters[0]}-'

@@ -20,7 +20,8 @@ from mmengine.dataset import default_collate
 from mmengine.registry import init_default_scope
 
 import mrcl_plugin  # noqa: F401
-from mrcl_plugin.checkpoints import CheckpointError
+from mrcl_plugin.checkpoints import (BACKBONE_PREFIX, CheckpointError,
+                                     load_checkpoint, state_dict_of)
 from mrcl_plugin.evaluation import balanced_subset, build_model, split_dataset
 
 
@@ -49,6 +50,10 @@ def main():
     args = parse_args()
     if not args.out.endswith('.png'):
         raise SystemExit(f'--out must be a .png file, got {args.out}')
+    if args.mask_ratio is not None and not 0 <= args.mask_ratio < 1:
+        raise SystemExit(f'error: --mask-ratio {args.mask_ratio}: must be in '
+                         '[0, 1), the share of patches the encoder does not '
+                         'see')
     cfg = Config.fromfile(args.config)
     init_default_scope(cfg.get('default_scope', 'mmpretrain'))
     if args.mask_ratio is not None:
@@ -56,6 +61,16 @@ def main():
     if not cfg.model.get('decoder'):
         raise SystemExit(f'{args.config} has no decoder: nothing to show')
     try:
+        # the weights-only reader's own errors first; an encoder-only file
+        # would load into the backbone and leave the decoder random
+        state = state_dict_of(load_checkpoint(args.checkpoint),
+                              args.checkpoint)
+        if not any(k.startswith(BACKBONE_PREFIX) for k in state):
+            raise SystemExit(
+                f'error: {args.checkpoint}: an encoder-only checkpoint, with '
+                'no decoder to reconstruct with; give the pretraining '
+                'checkpoint it was converted from (work_dirs/<run>/'
+                'iter_N.pth)')
         model = build_model(cfg, args.checkpoint)
     except CheckpointError as e:
         raise SystemExit(f'error: {e}')

@@ -21,8 +21,20 @@ TIMESTAMP = re.compile(r'^\d{8}_\d{6}$')
 
 def run_folders(work_dir: Path) -> List[Path]:
     """The ``<timestamp>`` folders of a work_dir, oldest first (a resumed or
-    tested run adds one)."""
-    return sorted(p for p in Path(work_dir).iterdir()
+    tested run adds one).
+
+    Raises:
+        NotADirectoryError: ``work_dir`` is a file (a log, a checkpoint).
+        FileNotFoundError: there is nothing at ``work_dir``.
+    """
+    work_dir = Path(work_dir)
+    if work_dir.is_file():
+        raise NotADirectoryError(
+            f'{work_dir} is a file, not a work_dir: give the folder '
+            'tools/train.py wrote into (with <timestamp>/vis_data/ in it)')
+    if not work_dir.is_dir():
+        raise FileNotFoundError(f'{work_dir}: no such work_dir')
+    return sorted(p for p in work_dir.iterdir()
                   if p.is_dir() and TIMESTAMP.match(p.name))
 
 
