@@ -481,7 +481,7 @@ def test_checkpoints_of_the_wrong_shape_are_one_line(mrcl_checkpoint,
     ``load_weights`` and results.py, which had each met one of these with a
     traceback."""
     from mrcl_plugin.checkpoints.converters import main as convert
-    from mrcl_plugin.evaluation.knn import load_weights
+    from mrcl_plugin.evaluation.models import load_weights
     sys.path.insert(0, str(ROOT / 'tools' / 'analysis_tools'))
     import results
     change, reason = PLAIN[case]

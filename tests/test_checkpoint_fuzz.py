@@ -44,7 +44,7 @@ from mrcl_plugin.checkpoints import CheckpointError, load_checkpoint_file
 from mrcl_plugin.checkpoints.converters import main as convert_main
 from mrcl_plugin.checkpoints.zero import (MODEL_STATES, STAND_INS,
                                           check_zero_folder)
-from mrcl_plugin.evaluation.knn import load_weights
+from mrcl_plugin.evaluation.models import load_weights
 from mrcl_plugin.preflight import ConfigError, check_checkpoint
 from mrcl_testing import ROOT, SMALL_CIFAR, backbone_cfg, build
 from pickle_crafting import (call, dict_of, glob, integer, pickled, text,

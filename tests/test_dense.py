@@ -25,9 +25,10 @@ from mrcl_plugin.checkpoints.converters import convert_file
 from mrcl_plugin.evaluation import (SegFolderError, build_model, dense_eval,
                                     dense_knn, dense_linear, load_seg_folder,
                                     patch_features)
-from mrcl_plugin.evaluation.dense import (IGNORE, augment_bank, folds_of,
-                                          knn_patch_labels, patch_labels,
-                                          summarise)
+from mrcl_plugin.evaluation.dense import folds_of, knn_patch_labels
+from mrcl_plugin.evaluation.intervals import summarise
+from mrcl_plugin.evaluation.seg_data import (IGNORE, augment_bank,
+                                             patch_labels)
 from mrcl_testing import TINY_TRAIN_OPTIONS, experiment_name, run_tool
 
 COCO = 'coco_semseg_ade_layout'

@@ -21,286 +21,22 @@ bilinearly to the image, the argmax is compared with the mask in a
 confusion matrix, and mIoU is mmseg's: IoU over the classes that are in
 the masks or the predictions. With a few hundred images the images are
 split into folds, each fold the queries of a bank made of the others, and
-the mean over folds is reported with a bootstrap interval over query
-images. :class:`~mrcl_plugin.engine.hooks.DenseKNNHook` and
+the mean over folds is reported with its intervals
+(:mod:`~mrcl_plugin.evaluation.intervals`). The data is
+:mod:`~mrcl_plugin.evaluation.seg_data`'s, the tokens
+:mod:`~mrcl_plugin.evaluation.patch_tokens`'.
+:class:`~mrcl_plugin.engine.hooks.DenseKNNHook` and
 ``tools/analysis_tools/dense_eval.py`` are built on these functions.
 """
-import math
-import os
-import os.path as osp
-from contextlib import contextmanager
-from dataclasses import dataclass, replace
-from typing import Dict, Iterator, List, Optional, Sequence, Tuple
+from dataclasses import replace
+from typing import Dict, List, Optional, Sequence, Tuple
 
-import mmcv
-import numpy as np
 import torch
 import torch.nn.functional as F
 
-IGNORE = 255  # the unlabelled pixels of a mask, after reducing label 0
-IMAGE_EXTENSIONS = ('.jpg', '.jpeg', '.png')
-
-
-class SegFolderError(ValueError):
-    """A segmentation folder that cannot be evaluated; one line that names
-    the file or folder."""
-
-
-@dataclass(frozen=True)
-class SegData:
-    """Images and masks of a segmentation folder at one square size.
-
-    Attributes:
-        images: (N, 3, S, S) uint8, BGR as mmcv loads them.
-        masks: (N, S, S) int64, the class index or :data:`IGNORE`.
-        names: (N, ) the images' paths relative to the folder; the folds
-            are drawn from them, so the order of the images does not matter.
-        classes: (K, ) class names.
-    """
-    images: torch.Tensor
-    masks: torch.Tensor
-    names: Tuple[str, ...]
-    classes: Tuple[str, ...]
-
-    @property
-    def num_classes(self) -> int:
-        return len(self.classes)
-
-    def subset(self, indices: Sequence[int]) -> 'SegData':
-        idx = torch.as_tensor(list(indices), dtype=torch.long)
-        return replace(self, images=self.images[idx], masks=self.masks[idx],
-                       names=tuple(self.names[i] for i in idx.tolist()))
-
-
-# -- the data -----------------------------------------------------------------
-
-
-def seg_pairs(data_root: str,
-              splits: Sequence[str] = ('training', 'validation')
-              ) -> List[Tuple[str, str]]:
-    """(image, mask) paths of the ``splits`` of an ADE-layout folder.
-
-    Raises:
-        SegFolderError: a split without ``images/<split>`` or
-            ``annotations/<split>``, an image without its mask, no image.
-    """
-    pairs = []
-    for split in splits:
-        img_dir = osp.join(data_root, 'images', split)
-        ann_dir = osp.join(data_root, 'annotations', split)
-        for folder, what in ((img_dir, 'images'), (ann_dir, 'masks')):
-            if not osp.isdir(folder):
-                raise SegFolderError(
-                    f'no {what}: {folder} does not exist (a segmentation '
-                    'folder in mmseg\'s ADE20K layout has images/<split>/'
-                    '*.jpg and annotations/<split>/*.png)')
-        for name in sorted(os.listdir(img_dir)):
-            stem, ext = osp.splitext(name)
-            if ext.lower() not in IMAGE_EXTENSIONS:
-                continue
-            mask = osp.join(ann_dir, stem + '.png')
-            if not osp.isfile(mask):
-                raise SegFolderError(
-                    f'no mask for {osp.join(img_dir, name)}: {mask} does not '
-                    'exist')
-            pairs.append((osp.join(img_dir, name), mask))
-    if not pairs:
-        raise SegFolderError(f'no images in {data_root}/images/'
-                             f'{{{",".join(splits)}}}')
-    return pairs
-
-
-def read_classes(data_root: str, masks: List[np.ndarray]) -> Tuple[str, ...]:
-    """``classes.txt`` of the folder (line k: the class of mask value k + 1),
-    or ``class<i>`` names up to the largest value in the masks."""
-    path = osp.join(data_root, 'classes.txt')
-    if osp.isfile(path):
-        with open(path) as f:
-            return tuple(line.strip() for line in f if line.strip())
-    top = max(int(m.max()) for m in masks)
-    return tuple(f'class{i}' for i in range(top))
-
-
-def _square(img: np.ndarray, size: int, interpolation: str) -> np.ndarray:
-    """Scale the short edge to ``size`` and crop the centre square."""
-    h, w = img.shape[:2]
-    scale = size / min(h, w)
-    nh, nw = max(size, round(h * scale)), max(size, round(w * scale))
-    img = mmcv.imresize(img, (nw, nh), interpolation=interpolation,
-                        backend='pillow' if interpolation == 'bilinear'
-                        else 'cv2')
-    top, left = (nh - size) // 2, (nw - size) // 2
-    return img[top:top + size, left:left + size]
-
-
-def load_seg_folder(data_root: str,
-                    size: int,
-                    splits: Sequence[str] = ('training', 'validation')
-                    ) -> SegData:
-    """The images and masks of ``splits`` at ``size`` x ``size``: the short
-    edge scaled to ``size`` (images bilinear, masks nearest) and the centre
-    cropped. Mask value 0 becomes :data:`IGNORE`, value v class v - 1
-    (mmseg's ``reduce_zero_label``).
-
-    Raises:
-        SegFolderError: see :func:`seg_pairs`; a mask whose size differs
-            from its image's, or with values beyond the classes.
-    """
-    images, masks, names = [], [], []
-    for img_path, mask_path in seg_pairs(data_root, splits):
-        img = mmcv.imread(img_path, flag='color')
-        mask = mmcv.imread(mask_path, flag='unchanged', backend='pillow')
-        if mask.ndim != 2:
-            raise SegFolderError(f'{mask_path}: a mask must have one channel '
-                                 f'of class values, it has shape {mask.shape}')
-        if mask.shape != img.shape[:2]:
-            raise SegFolderError(
-                f'{mask_path} is {mask.shape[0]}x{mask.shape[1]}, its image '
-                f'{img_path} {img.shape[0]}x{img.shape[1]}: a mask must have '
-                'its image\'s size')
-        images.append(_square(img, size, 'bilinear'))
-        masks.append(_square(mask, size, 'nearest'))
-        names.append(osp.relpath(img_path, data_root))
-    classes = read_classes(data_root, masks)
-    mask = torch.from_numpy(np.stack(masks)).long()
-    if int(mask.max()) > len(classes):
-        bad = names[int((mask.flatten(1).max(1).values > len(classes))
-                        .nonzero()[0])]
-        raise SegFolderError(
-            f'the mask of {bad} has value {int(mask.max())}, beyond the '
-            f'{len(classes)} classes of {data_root}')
-    return SegData(
-        images=torch.from_numpy(np.stack(images)).permute(0, 3, 1, 2),
-        masks=torch.where(mask == 0, IGNORE, mask - 1), names=tuple(names), classes=tuple(classes))
-
-
-def augment_bank(data: SegData, copies: int, scale=(0.25, 1.),
-                 seed: int = 0) -> SegData:
-    """``copies`` random resized crops of each image and its mask (the
-    area fraction in ``scale``, aspect 3/4 to 4/3, image bilinear and mask
-    nearest back to the size), for a larger memory bank. Each copy's name
-    is its image's, so it stays in its image's fold."""
-    g = torch.Generator().manual_seed(seed)
-    size = data.images.shape[-1]
-    images, masks, names = [], [], []
-    for i in range(len(data.names)):
-        for _ in range(copies):
-            area = size * size * float(torch.empty(1).uniform_(*scale,
-                                                               generator=g))
-            ratio = math.exp(float(torch.empty(1).uniform_(
-                math.log(3 / 4), math.log(4 / 3), generator=g)))
-            w = min(size, max(1, round(math.sqrt(area * ratio))))
-            h = min(size, max(1, round(math.sqrt(area / ratio))))
-            top = int(torch.randint(size - h + 1, (1, ), generator=g))
-            left = int(torch.randint(size - w + 1, (1, ), generator=g))
-            crop = data.images[i:i + 1, :, top:top + h, left:left + w]
-            images.append(F.interpolate(
-                crop.float(), size=(size, size), mode='bilinear',
-                align_corners=False).round().clamp(0, 255).byte())
-            crop = data.masks[i:i + 1, None, top:top + h, left:left + w]
-            masks.append(F.interpolate(crop.float(), size=(size, size),
-                                       mode='nearest').long()[:, 0])
-            names.append(data.names[i])
-    return replace(data, images=torch.cat(images), masks=torch.cat(masks),
-                   names=tuple(names))
-
-
-def patch_labels(masks: torch.Tensor, patch_size: int,
-                 num_classes: int) -> torch.Tensor:
-    """(N, h, w, K): the fraction of each patch's labelled pixels in each
-    class; all zero for a patch without a labelled pixel."""
-    n, s, _ = masks.shape
-    grid = s // patch_size
-    rows = torch.arange(s) // patch_size
-    patch = (rows[:, None] * grid + rows[None, :]).expand(n, s, s)
-    image = torch.arange(n)[:, None, None].expand(n, s, s)
-    keep = masks != IGNORE
-    index = ((image * grid * grid + patch) * num_classes + masks)[keep]
-    counts = torch.bincount(index, minlength=n * grid * grid * num_classes)
-    counts = counts.view(n, grid, grid, num_classes).float()
-    return counts / counts.sum(-1, keepdim=True).clamp(min=1)
-
-
-# -- the features -------------------------------------------------------------
-
-
-def default_blocks(num_layers: int) -> Tuple[int, int]:
-    """The block in the middle and the last (0-based, as ``out_indices``):
-    3 and 5 of 6, 5 and 11 of 12."""
-    return (num_layers // 2 - 1, num_layers - 1)
-
-
-def check_geometry(backbone, size: int, blocks: Sequence[int]) -> None:
-    """The evaluation size must be a whole number of patches and the blocks
-    the backbone's.
-
-    Raises:
-        ValueError: naming the size or block.
-    """
-    patch = backbone.patch_embed.projection.stride[0]
-    if size % patch:
-        raise ValueError(f'the evaluation size {size} is not a multiple of '
-                         f'the patch size {patch}')
-    depth = len(backbone.layers)
-    wrong = [b for b in blocks if not 0 <= b < depth]
-    if wrong:
-        raise ValueError(f'blocks {wrong}: the backbone has blocks 0 to '
-                         f'{depth - 1}')
-
-
-@contextmanager
-def _patch_token_outputs(backbone, blocks: Sequence[int]) -> Iterator:
-    """The backbone's forward returns the patch tokens of ``blocks`` as
-    (B, C, h, w) maps (mmpretrain ``VisionTransformer``'s own
-    ``out_indices`` and ``out_type='featmap'``: the class token dropped,
-    the final norm after the last block, the position embedding resized to
-    the input's grid), restored after."""
-    old = backbone.out_indices, backbone.out_type
-    backbone.out_indices, backbone.out_type = list(blocks), 'featmap'
-    try:
-        yield
-    finally:
-        backbone.out_indices, backbone.out_type = old
-
-
-@torch.no_grad()
-def patch_features(model, images: torch.Tensor, blocks: Sequence[int],
-                   batch_size: int = 64) -> Dict[int, torch.Tensor]:
-    """L2-normalised patch tokens of the full (unmasked) images.
-
-    Args:
-        model: an mmpretrain model with ``data_preprocessor`` and a
-            ``VisionTransformer`` (or subclass: ``MAEViT``, ``MRCLViT``)
-            ``backbone``, in eval mode.
-        images: (N, 3, S, S) uint8 BGR; S need not be the backbone's
-            ``img_size`` (its position embedding is interpolated).
-        blocks: 0-based block indices.
-
-    Returns:
-        dict: {block: (N, h, w, C) float32}.
-    """
-    backbone = model.backbone
-    check_geometry(backbone, images.shape[-1], blocks)
-    device = next(model.parameters()).device
-    out = {b: [] for b in blocks}
-    with _patch_token_outputs(backbone, blocks):
-        for start in range(0, len(images), batch_size):
-            inputs = model.data_preprocessor(dict(
-                inputs=images[start:start + batch_size],
-                data_samples=None))['inputs']
-            maps = backbone(inputs.to(device), None) if _maskable(
-                backbone) else backbone(inputs.to(device))
-            for b, fmap in zip(sorted(blocks), maps):
-                out[b].append(F.normalize(
-                    fmap.float().permute(0, 2, 3, 1), dim=-1).cpu())
-    return {b: torch.cat(v) for b, v in out.items()}
-
-
-def _maskable(backbone) -> bool:
-    """MAEViT's forward masks unless told not to (``mask=None``)."""
-    from mmpretrain.models import MAEViT
-    return isinstance(backbone, MAEViT)
-
+from .intervals import summarise
+from .patch_tokens import default_blocks, patch_features
+from .seg_data import IGNORE, SegData, augment_bank, patch_labels
 
 # -- in-context retrieval -----------------------------------------------------
 
@@ -352,6 +88,7 @@ def knn_patch_labels(bank_feats: torch.Tensor,
 # -- scoring ------------------------------------------------------------------
 
 
+
 def upsampled_argmax(patch_scores: torch.Tensor, size: int) -> torch.Tensor:
     """(N, h, w, K) patch scores -> (N, size, size) class map: bilinear
     upsampling of the scores, then argmax."""
@@ -379,15 +116,6 @@ def image_areas(pred: torch.Tensor, masks: torch.Tensor,
     return torch.stack(areas).double()
 
 
-def miou(areas: torch.Tensor) -> float:
-    """mIoU (%) of summed (3, K) areas, mmseg's: the mean IoU of the classes
-    with a non-empty union (in the masks or in the predictions)."""
-    inter, pred, label = areas
-    union = pred + label - inter
-    present = union > 0
-    return float((inter[present] / union[present]).mean() * 100)
-
-
 def folds_of(names: Sequence[str], folds: int) -> torch.Tensor:
     """(N, ) the fold of each image: round robin over the sorted distinct
     names (augmented copies share their image's), so the folds do not
@@ -396,29 +124,8 @@ def folds_of(names: Sequence[str], folds: int) -> torch.Tensor:
     return torch.tensor([order[n] for n in names])
 
 
-def summarise(fold_areas: List[torch.Tensor], bootstrap: int = 1000,
-              seed: int = 0) -> Dict[str, float]:
-    """The mean mIoU over folds, and its 95% percentile bootstrap interval
-    (query images resampled with replacement within each fold).
-
-    Args:
-        fold_areas: per fold, (n_f, 3, K) :func:`image_areas` of its
-            queries.
-    """
-    result = dict(miou=float(np.mean([miou(a.sum(0)) for a in fold_areas])))
-    if bootstrap:
-        g = torch.Generator().manual_seed(seed)
-        samples = []
-        for _ in range(bootstrap):
-            samples.append(np.mean([
-                miou(a[torch.randint(len(a), (len(a), ), generator=g)].sum(0))
-                for a in fold_areas]))
-        result['low'], result['high'] = (float(x) for x in np.percentile(
-            samples, [2.5, 97.5]))
-    return result
-
-
 # -- the two protocols --------------------------------------------------------
+
 
 
 def dense_knn(feats: torch.Tensor,
@@ -538,7 +245,8 @@ def dense_eval(model,
                linear: bool = True,
                linear_epochs: int = 100,
                bootstrap: int = 1000,
-               batch_size: int = 64) -> Dict[str, Dict[str, float]]:
+               batch_size: int = 64,
+               keep_areas: bool = False) -> Dict[str, Dict]:
     """Dense k-NN retrieval and (with ``linear``) the linear patch probe of
     ``model``'s frozen patch tokens on ``data``, ``folds``-fold.
 
@@ -547,6 +255,11 @@ def dense_eval(model,
         blocks: 0-based; defaults to :func:`default_blocks`.
         bank_copies (int): memory-bank augmentation: this many random
             resized crops of each image join the bank (:func:`augment_bank`).
+
+        keep_areas (bool): keep each figure's per-image areas
+            (``areas``: per fold, its queries' (n_f, 3, K)), for paired
+            comparisons between encoders
+            (:func:`~mrcl_plugin.evaluation.intervals.paired_bootstrap`).
 
     Returns:
         dict: ``knn_b{block}_t{T}`` and ``linear_b{block}``, each with
@@ -569,11 +282,13 @@ def dense_eval(model,
                     replace(bank_data,
                             masks=torch.cat([data.masks, bank_data.masks]),
                             names=data.names + bank_data.names))
-        for t, areas in dense_knn(feats[b], data, patch, folds, k,
-                                  temperatures, bank).items():
-            results[f'knn_b{b}_t{t:g}'] = summarise(areas, bootstrap)
+        found = {f'knn_b{b}_t{t:g}': areas for t, areas in dense_knn(
+            feats[b], data, patch, folds, k, temperatures, bank).items()}
         if linear:
-            results[f'linear_b{b}'] = summarise(
-                dense_linear(feats[b], data, patch, folds, linear_epochs),
-                bootstrap)
+            found[f'linear_b{b}'] = dense_linear(feats[b], data, patch,
+                                                 folds, linear_epochs)
+        for key, areas in found.items():
+            results[key] = summarise(areas, bootstrap)
+            if keep_areas:
+                results[key]['areas'] = areas
     return results

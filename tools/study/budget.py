@@ -77,7 +77,7 @@ def measure(preset: Preset, runs: List[Run], iters: int = 20,
                                 folds=preset.dense_folds)
             hook.before_train(runner)  # reads the folder once a run
             start = time.perf_counter()
-            hook.mious(model)
+            hook.figures(model)
             point_s += time.perf_counter() - start
         start = time.perf_counter()
         evaluate(model, cfg, preset)

@@ -1,19 +1,17 @@
 """Dense k-NN mIoU of the encoder's patch tokens during pretraining,
 logged as ``dense/knn_b<block>_t<T>``."""
-import time
 from typing import Optional, Sequence
 
-from mmengine.hooks import Hook
 from mmpretrain.registry import HOOKS
 
-from ...evaluation.dense import (check_geometry, default_blocks, dense_eval,
-                                 load_seg_folder)
-from .knn_hook import evaluate_on_rank0
-from .utils import bare_model
+from ...evaluation.dense import dense_eval
+from ...evaluation.patch_tokens import check_geometry, default_blocks
+from ...evaluation.seg_data import load_seg_folder
+from .utils import PeriodicEvaluationHook, bare_model
 
 
 @HOOKS.register_module()
-class DenseKNNHook(Hook):
+class DenseKNNHook(PeriodicEvaluationHook):
     """In-context retrieval mIoU (the Hummingbird protocol,
     :mod:`mrcl_plugin.evaluation.dense`) of the current backbone's frozen
     patch tokens every ``interval`` iterations and after the last, for each
@@ -24,8 +22,8 @@ class DenseKNNHook(Hook):
 
     The folder is read once, before training (a missing folder, mask or a
     mask of the wrong size stops the run then, not after its last
-    iteration). Under DDP rank 0 evaluates and sends the results to the
-    other ranks.
+    iteration). The schedule, logging and rank-0 evaluation are
+    :class:`~mrcl_plugin.engine.hooks.utils.PeriodicEvaluationHook`'s.
 
     Args:
         interval (int): iterations between evaluations.
@@ -45,7 +43,6 @@ class DenseKNNHook(Hook):
         before_train (bool): evaluate before the first iteration too (step
             ``iter``), so the curve starts at the initial weights.
     """
-    priority = 'NORMAL'  # before LoggerHook, so the values are in its line
 
     def __init__(self,
                  interval: int,
@@ -58,10 +55,7 @@ class DenseKNNHook(Hook):
                  folds: int = 5,
                  batch_size: int = 64,
                  before_train: bool = False) -> None:
-        if not (isinstance(interval, int) and interval > 0):
-            raise ValueError('DenseKNNHook interval must be a positive int, '
-                             f'got {interval!r}')
-        self.interval = interval
+        super().__init__(interval, before_train)
         self.data_root = data_root
         self.splits = tuple(splits)
         self.size = size
@@ -69,43 +63,23 @@ class DenseKNNHook(Hook):
         self.knn_kwargs = dict(folds=folds, k=k,
                                temperatures=tuple(temperatures))
         self.batch_size = batch_size
-        self.eval_before_train = before_train
 
-    def before_train(self, runner) -> None:
+    def prepare(self, runner) -> None:
         backbone = bare_model(runner).backbone
         if self.blocks is None:
             self.blocks = default_blocks(len(backbone.layers))
         size = self.size or backbone.img_size[0]
         check_geometry(backbone, size, self.blocks)  # now, not at the end
         self.data = load_seg_folder(self.data_root, size, self.splits)
-        if self.eval_before_train:
-            self.evaluate(runner, step=runner.iter)
 
-    def after_train_iter(self, runner, batch_idx: int, data_batch=None,
-                         outputs=None) -> None:
-        if (self.every_n_train_iters(runner, self.interval)
-                or self.is_last_train_iter(runner)):
-            self.evaluate(runner, step=runner.iter + 1)
-
-    def evaluate(self, runner, step: int) -> dict:
-        """Evaluate now and log each mIoU at ``step``; returns them."""
-        start = time.time()
-        mious = evaluate_on_rank0(runner, self.mious)
-        for key, value in mious.items():
-            runner.message_hub.update_scalar(key, value)
-        runner.visualizer.add_scalars(mious, step=step,
-                                      file_path=f'{runner.timestamp}.json')
-        runner.logger.info(
-            f'Iter(train) [{step}/{runner.max_iters}]  ' + '  '.join(
-                f'{k}: {v:.2f}' for k, v in mious.items()) +
-            f'  ({len(self.data.names)} images, '
-            f'{self.knn_kwargs["folds"]} folds, {time.time() - start:.0f} s)')
-        return mious
-
-    def mious(self, model) -> dict:
+    def figures(self, model) -> dict:
         """{`dense/knn_b<block>_t<T>`: mIoU} of ``model`` now: the retrieval
         of :func:`dense_eval`, without the probe and the bootstrap."""
         results = dense_eval(model, self.data, self.blocks, linear=False,
                              bootstrap=0, batch_size=self.batch_size,
                              **self.knn_kwargs)
         return {f'dense/{key}': r['miou'] for key, r in results.items()}
+
+    def describe(self) -> str:
+        return (f'{len(self.data.names)} images, '
+                f'{self.knn_kwargs["folds"]} folds, ')
