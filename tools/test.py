@@ -8,6 +8,7 @@ tools/train.py (docs/reliability.md).
 import argparse
 import os
 import os.path as osp
+import warnings
 
 import mmengine
 from mmengine.config import Config, DictAction
@@ -17,6 +18,10 @@ import mrcl_plugin  # noqa: F401  registers MRCL, applies mrcl_plugin.compat
 from mrcl_plugin.preflight import (build_runner, check_options,
                                    check_test_config, one_line_errors,
                                    run_logged)
+
+# Config.fromfile imports pkg_resources (for `mmpretrain::`-style bases);
+# its deprecation notice is mmengine's, not this tool's, to show
+warnings.filterwarnings('ignore', 'pkg_resources is deprecated', UserWarning)
 
 
 def parse_args():

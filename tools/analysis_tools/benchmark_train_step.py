@@ -60,6 +60,7 @@ import statistics
 import subprocess
 import sys
 import time
+import warnings
 
 import torch
 from mmengine.config import Config, DictAction
@@ -78,6 +79,10 @@ import mrcl_plugin  # noqa: F401  (registers the models)
 
 sys.path.insert(0, osp.dirname(osp.abspath(__file__)))  # its siblings
 from machine import machine  # noqa: E402
+
+# Config.fromfile imports pkg_resources (for `mmpretrain::`-style bases);
+# its deprecation notice is mmengine's, not this tool's, to show
+warnings.filterwarnings('ignore', 'pkg_resources is deprecated', UserWarning)
 
 CONFIG = 'configs/mrcl/mrcl-barlowtwins_vit-base-p16_8xb64-coslr-600e_in1k.py'
 # mmpretrain's algorithm for each of MRCL's contrastive heads.

@@ -15,6 +15,7 @@ of CONFIG's model or an encoder-only one (``mrcl2mmpretrain.py``'s, a plain
 """
 import argparse
 import time
+import warnings
 
 import torch
 from mmengine.config import Config, DictAction
@@ -24,6 +25,10 @@ import mrcl_plugin  # noqa: F401
 from mrcl_plugin.checkpoints import CheckpointError
 from mrcl_plugin.evaluation import (SegFolderError, build_model, dense_eval,
                                     load_seg_folder)
+
+# Config.fromfile imports pkg_resources (for `mmpretrain::`-style bases);
+# its deprecation notice is mmengine's, not this tool's, to show
+warnings.filterwarnings('ignore', 'pkg_resources is deprecated', UserWarning)
 
 
 def parse_args(argv=None):

@@ -45,6 +45,11 @@ import subprocess
 import sys
 import tempfile
 import time
+import warnings
+
+# Config.fromfile imports pkg_resources (for `mmpretrain::`-style bases);
+# its deprecation notice is mmengine's, not this tool's, to show
+warnings.filterwarnings('ignore', 'pkg_resources is deprecated', UserWarning)
 
 ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
 BENCHMARK = osp.join(ROOT, 'tools', 'analysis_tools',

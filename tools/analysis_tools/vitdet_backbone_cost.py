@@ -31,7 +31,12 @@ import statistics
 import subprocess
 import sys
 import time
+import warnings
 from pathlib import Path
+
+# Config.fromfile imports pkg_resources (for `mmpretrain::`-style bases);
+# its deprecation notice is mmengine's, not this tool's, to show
+warnings.filterwarnings('ignore', 'pkg_resources is deprecated', UserWarning)
 
 ROOT = Path(__file__).resolve().parents[2]
 CONFIG = ROOT / ('configs/benchmarks/mmdetection/mrcl_vit-base-p16_'
