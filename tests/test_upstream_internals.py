@@ -70,7 +70,7 @@ INTERNALS = [
              'CheckpointedMAEDecoder.forward repeats its steps to wrap each '
              'block in activation checkpointing'),
     Internal(VIT + 'forward', 'b1f4f294be29f9c1',
-             f'mrcl_plugin/evaluation/dense.py, {VITDET}',
+             f'mrcl_plugin/evaluation/patch_tokens.py, {VITDET}',
              'out_indices and out_type="featmap" set on the instance give '
              'the patch tokens of chosen blocks (final norm after the last, '
              'position embedding resized to the input); ViTDetViT.forward '
