@@ -32,8 +32,8 @@ ROOT = Path(__file__).resolve().parents[1]
 TOOLS = ROOT / 'tools' / 'analysis_tools'
 sys.path.insert(0, str(TOOLS))
 from plot_curves import plot_curves  # noqa: E402
-from results import (_name_method, collect_runs, find_work_dirs,  # noqa: E402
-                     paper_rows, render_tables)
+from results import paper_rows, render_tables  # noqa: E402
+from runs import _name_method, collect_runs, find_work_dirs  # noqa: E402
 from work_dir import read_scalars  # noqa: E402
 
 BENCHMARKS = ROOT / 'configs' / 'benchmarks'
