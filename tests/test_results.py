@@ -37,6 +37,8 @@ from runs import _name_method, collect_runs, find_work_dirs  # noqa: E402
 from work_dir import read_scalars  # noqa: E402
 
 BENCHMARKS = ROOT / 'configs' / 'benchmarks'
+LINEAR = BENCHMARKS / 'mmpretrain' / ('vit-base-p16_8xb128-linear-coslr-100e_'
+                                      'in1k.py')
 ENCODER_600E = 'work_dirs/benchmarks/{}/epoch_600/encoder_mmpretrain.pth'
 SMALL_CIFAR = ROOT / ('configs/mrcl/'
                       'mrcl-barlowtwins_vit-tiny-p4_1xb64-coslr-300it_cifar10.py')
@@ -130,6 +132,18 @@ def _linear_probe(work_dir: Path, backbone: Path, data_root: Path) -> dict:
     return runner.test()
 
 
+def _encoder_file(work_dir: Path, backbone: Path, **meta) -> None:
+    """A converted encoder where tools/benchmarks/*.sh put it, in the
+    work_dir, with the ``meta`` of another pretraining (the tables read its
+    meta, not its tensors): e.g. ``max_epochs=600``."""
+    encoder = torch.load(backbone)
+    encoder['meta'] = {k: v for k, v in encoder['meta'].items()
+                       if k != 'max_iters'}
+    encoder['meta'].update(meta)
+    work_dir.mkdir(parents=True, exist_ok=True)
+    torch.save(encoder, work_dir / 'encoder_mmpretrain.pth')
+
+
 def _write_benchmark_log(work_dir: Path, config: str, train_line: dict,
                          metrics: dict, step: int, **options) -> None:
     """A work_dir as mmengine leaves it: config (with the ``--cfg-options``
@@ -161,7 +175,8 @@ def work_dirs(tmp_path_factory, data_root):
     # Named without a learner: the tool finds it in the checkpoint's meta.
     test_metrics = _linear_probe(root / 'linear_probe', backbone, data_root)
     # The transfer runs of a 600-epoch ViT-B/16 encoder (the paper's
-    # setting), as tools/benchmarks/*.sh name its file.
+    # setting), as tools/benchmarks/*.sh name its file and put it in the
+    # work_dir: its meta says the method and the pretraining epochs.
     _write_benchmark_log(
         root / 'mrcl-simclr_upernet_ade20k',
         str(BENCHMARKS / 'mmsegmentation' /
@@ -179,6 +194,10 @@ def work_dirs(tmp_path_factory, data_root):
          'coco/segm_mAP': 0.101, 'coco/segm_mAP_50': 0.2}, step=8, **{
              'model.backbone.init_cfg.checkpoint':
              ENCODER_600E.format('coco')})
+    _encoder_file(root / 'mrcl-simclr_upernet_ade20k', backbone,
+                  learner='simclr', max_epochs=600)
+    _encoder_file(root / 'mrcl-barlowtwins_mask-rcnn_coco', backbone,
+                  learner='barlowtwins', max_epochs=600)
     return dict(root=root, top1=test_metrics['accuracy/top1'])
 
 
@@ -380,11 +399,15 @@ def test_plot_without_knn_says_so_and_without_losses_fails(work_dirs,
 
 
 def _pretraining_log(work_dir: Path, cfg: Config, knn: float) -> None:
+    """The last lines of a 600-epoch pretraining (2502 iterations an
+    epoch at 8 x 64 images): the epochs are the log's."""
     backend = LocalVisBackend(save_dir=str(
         work_dir / '20261124_120000' / 'vis_data'))
     backend.add_config(cfg)
-    backend.add_scalars({'loss_contrastive': 5.0, 'iter': 1}, step=1)
-    backend.add_scalars({'knn/top1': knn}, step=1)
+    last = 600 * 2502
+    backend.add_scalars({'loss_contrastive': 5.0, 'epoch': 600,
+                         'iter': last}, step=last)
+    backend.add_scalars({'knn/top1': knn}, step=last)
 
 
 def test_baseline_and_mr_are_told_apart(tmp_path):
@@ -432,6 +455,7 @@ def _ade20k_of_encoder(work_dir: Path, encoder: dict, **options) -> None:
 
 def test_encoder_in_the_work_dir_names_the_method(work_dirs, tmp_path):
     encoder = torch.load(work_dirs['root'] / 'backbone.pth')
+    encoder['meta'] = dict(encoder['meta'], max_epochs=600)
     _ade20k_of_encoder(tmp_path / 'epoch_600', encoder)
     text = render_tables(collect_runs([str(tmp_path / 'epoch_600')]))
     assert _row(_section(text, 'Table 2a'), MR_BARTWINS)[3] == '30.0'
@@ -441,8 +465,9 @@ def test_mae_encoder_gets_its_own_row_in_its_setting(work_dirs, tmp_path):
     # An MAE encoder (its converter writes meta['learner'] = 'mae'): beside
     # the paper's MAE row in the paper's setting, else with the others.
     encoder = torch.load(work_dirs['root'] / 'backbone.pth')
-    encoder['meta'] = dict(encoder['meta'], learner='mae')
+    encoder['meta'] = dict(encoder['meta'], learner='mae', max_epochs=1600)
     _ade20k_of_encoder(tmp_path / 'a' / 'epoch_1600', encoder)
+    encoder['meta']['max_epochs'] = 600
     _ade20k_of_encoder(tmp_path / 'b' / 'epoch_600', encoder,
                        **{'model.backbone.arch': 'deit-small'})
     text = render_tables(collect_runs([str(tmp_path)]))
@@ -453,3 +478,68 @@ def test_mae_encoder_gets_its_own_row_in_its_setting(work_dirs, tmp_path):
                  f"`{tmp_path / 'b' / 'epoch_600'}`")
     assert other[1:4] == ['ade20k', 'MAE, this recipe', 'ViT-S/16']
     assert other[7] == 'arch ViT-S/16, not ViT-B/16'
+
+
+# -- what the run says, not its names -----------------------------------------
+
+
+def _logged_run(work_dir: Path, config: Path, lines: list) -> None:
+    """A work_dir as mmengine leaves it: the config, then ``lines``."""
+    backend = LocalVisBackend(save_dir=str(
+        work_dir / '20261124_120000' / 'vis_data'))
+    backend.add_config(Config.fromfile(str(config)))
+    for line in lines:
+        backend.add_scalars(line, step=line['iter'])
+
+
+def test_a_run_that_never_trained_is_skipped(tmp_path, mrcl_data_env):
+    """A run that stopped before its first iteration was listed as
+    "pretrain, 300 iterations"; one cut short, as its config planned."""
+    _logged_run(tmp_path / 'crashed', SMALL_CIFAR, [])
+    _logged_run(tmp_path / 'cut_short', SMALL_CIFAR, [
+        {'loss_contrastive': 5.0, 'iter': i} for i in (1, 2, 3)])
+    runs = collect_runs([str(tmp_path)])
+    assert [(r.work_dir.name, r.schedule) for r in runs] == [
+        ('cut_short', '3 of 300 iterations')]
+    assert 'crashed' not in render_tables(runs)
+
+
+def test_a_cifar10_probe_through_the_imagenet_config_is_not_imagenet(
+        work_dirs, tmp_path, data_root):
+    """The sample data mirror ImageNet's layout, so the ImageNet config
+    reads CIFAR-10 with a new data_root: its dataset class was taken for
+    the data set, and the probe filled the paper's ImageNet-1k row."""
+    cifar = str(data_root / 'cls' / 'cifar10')
+    for name, root in (('cifar10_probe', cifar), ('imagenet_probe', None)):
+        options = {f'{loader}_dataloader.dataset.data_root': root
+                   for loader in ('train', 'val', 'test') if root}
+        _write_benchmark_log(
+            tmp_path / name, str(LINEAR), dict(loss=2.0, iter=1),
+            {'accuracy/top1': 55.0 if root else 60.0}, step=1, **options,
+            **{'model.backbone.init_cfg.checkpoint':
+               'encoder_mmpretrain.pth'})
+        _encoder_file(tmp_path / name, work_dirs['root'] / 'backbone.pth',
+                      max_epochs=600)
+    text = render_tables(collect_runs([str(tmp_path)]))
+    assert _row(_section(text, 'Table 1'), MR_BARTWINS)[6] == '60.0'
+    probe = _row(_section(text, 'Runs of other settings'),
+                 f"`{tmp_path / 'cifar10_probe'}`")
+    assert probe[4] == cifar
+    assert probe[7] == f'data {cifar}, not ImageNet-1k'
+
+
+def test_a_test_of_the_probe_checkpoint_is_no_pretraining_epochs(
+        work_dirs, tmp_path):
+    """tools/test.py on the probe's own ``epoch_1.pth`` (``load_from``):
+    its ``epoch_1`` was read as the encoder's pretraining epochs."""
+    probe = work_dirs['root'] / 'linear_probe'
+    cfg = Config.fromfile(str(next(probe.glob('2*/vis_data/config.py'))))
+    cfg.load_from = str(probe / 'epoch_1.pth')
+    stamp = tmp_path / 'test_epoch_1' / '20261124_120000'
+    LocalVisBackend(save_dir=str(stamp / 'vis_data')).add_config(cfg)
+    (stamp / f'{stamp.name}.json').write_text('{"accuracy/top1": 12.5}')
+    run, = collect_runs([str(tmp_path)])
+    # the method and epochs from the encoder's meta: a 6-iteration run
+    assert (run.kind, run.method, run.epochs, run.schedule) == (
+        'linear', ('barlowtwins', True), None, 'unknown')
+    assert run.metrics == {'accuracy/top1': 12.5}

@@ -1,16 +1,26 @@
-"""What each work_dir ran; results.py puts the runs in the paper's tables.
+"""What each work_dir ran, read from what the run says; results.py puts the
+runs in the paper's tables.
 
 A work_dir's kind is read from its config (parsed as data: it is code,
 never run here) and what it logged: pretraining (an MRCL model), a linear
 probe or a fine-tune (mmpretrain's ``ImageClassifier`` with or without
 ``frozen_stages``), ADE20K (mmseg's ``IoUMetric``) or COCO (mmdet's
-``CocoMetric``). Its method (the MRCL learner, masked or the "w/ ViT"
-baseline with ``mask_ratio=0`` and ``rec_head=None``; or MAE) comes from the
-pretraining config, else from the meta of the checkpoint or encoder file
-the config loads (``meta['mrcl']``, which the converters carry over as
-``learner``, ``mask_ratio`` and ``rec_weights``), else from the
-names of that file and of the work_dir (``mrcl-simclr...`` or
-``mr-simclr...`` is MR SimCLR, ``simclr...`` its baseline).
+``CocoMetric``). A work_dir that logged no training iteration and no test
+never ran: it is skipped.
+
+Its setting: the backbone (from the config), the data set (the config's
+dataset and ``data_root``: ``ImageNet-1k``, ``ADE20K`` or ``COCO`` where the
+dataset class is the benchmark's and reads its usual folder, else the data
+roots) and the pretraining epochs (a pretraining's logged epochs; for a
+transfer run, ``max_epochs`` in the meta of the encoder it loads).
+
+Its method (the MRCL learner, masked or the "w/ ViT" baseline with
+``mask_ratio=0`` and ``rec_head=None``; or MAE) comes from the pretraining
+config, else from the meta of the encoder file the config loads
+(``meta['mrcl']``, which the converters carry over as ``learner``,
+``mask_ratio`` and ``rec_weights``), else from the names of that file and
+of the work_dir (``mrcl-simclr...`` or ``mr-simclr...`` is MR SimCLR,
+``simclr...`` its baseline).
 """
 import os.path as osp
 import re
@@ -32,6 +42,14 @@ KIND_KEYS = dict(pretrain=['knn/top1'], linear=['accuracy/top1'],
                  finetune=['accuracy/top1'], ade20k=['mIoU'],
                  coco=['coco/bbox_mAP', 'coco/segm_mAP'])
 SCALES = {'coco/bbox_mAP': 100, 'coco/segm_mAP': 100}  # mmdet logs fractions
+# A benchmark's data set: its dataset class reading the folder OpenMMLab's
+# configs read it from (anywhere below a root). The sample data mirror
+# these layouts: a CIFAR-10 folder read with ``ImageNet`` is no ImageNet-1k.
+BENCHMARK_DATA = {
+    'ImageNet': ('ImageNet-1k', 'data/imagenet'),
+    'ADE20KDataset': ('ADE20K', 'data/ade/ADEChallengeData2016'),
+    'CocoDataset': ('COCO', 'data/coco'),
+}
 
 
 @dataclass
@@ -44,7 +62,7 @@ class Run:
     arch: str = '?'
     data: str = '?'  # pretraining data, or the benchmark's
     epochs: Optional[int] = None  # of the pretraining
-    schedule: str = '?'  # the pretraining's, as read
+    schedule: str = '?'  # the pretraining's, as logged
     metrics: Dict[str, float] = field(default_factory=dict)
     problem: str = ''
 
@@ -71,6 +89,44 @@ def find_work_dirs(paths: Iterable[str]) -> List[Path]:
     return list(dict.fromkeys(found))
 
 
+def collect_runs(paths: Iterable[str]) -> List[Run]:
+    """The runs of the work_dirs found, less those that never ran."""
+    runs = (read_run(w) for w in find_work_dirs(paths))
+    return [run for run in runs if run is not None]
+
+
+def read_run(work_dir: Path) -> Optional[Run]:
+    """A work_dir's kind, method, setting and last logged metrics; None
+    where it logged no training iteration and no test (a run that stopped
+    before its first iteration)."""
+    records = read_scalars(work_dir)
+    trained = any('iter' in r for r in records)
+    if not trained and not any(r.get('mode') == 'test' for r in records):
+        return None
+    cfg = config_data(read_config_text(work_dir))
+    run = Run(Path(work_dir))
+    run.kind, run.problem = _kind(cfg, {k for r in records for k in r})
+    if run.kind is None:
+        return run
+    for key in KIND_KEYS[run.kind]:
+        values = [r[key] for r in records if key in r]
+        if values:
+            run.metrics[key] = values[-1] * SCALES.get(key, 1)
+    run.arch = _arch(cfg)
+    run.data = _data(cfg, 'train_dataloader' if trained else
+                     'test_dataloader')
+    if run.kind == 'pretrain':
+        _pretraining(run, cfg, records)
+    else:
+        _transfer(run, cfg)
+    if run.method is None:
+        run.problem = ('no method found in its config, its checkpoint or '
+                       'its name (name the work_dir e.g. mrcl-simclr_...)')
+    elif run.kind != 'pretrain' and not run.metrics:
+        run.problem = f'no {KIND_KEYS[run.kind][0]} logged yet'
+    return run
+
+
 def _walk(cfg: Any, key: str) -> List[Any]:
     """Every value of ``key`` at any depth of a config's data, in order."""
     found = []
@@ -83,13 +139,17 @@ def _walk(cfg: Any, key: str) -> List[Any]:
     return found
 
 
+def _type_name(node: Dict) -> str:
+    return str(node.get('type', '')).rsplit('.', 1)[-1]
+
+
 def _types(cfg: Dict) -> set:
     return {t.rsplit('.', 1)[-1] for t in _walk(cfg, 'type')
             if isinstance(t, str)}
 
 
 def _learner(cfg: Dict) -> Optional[str]:
-    kind = str(config_part(cfg, 'model').get('type', '')).rsplit('.', 1)[-1]
+    kind = _type_name(config_part(cfg, 'model'))
     return next((v for v, cls in LEARNERS.items() if cls.__name__ == kind),
                 None)
 
@@ -115,7 +175,7 @@ def _arch(cfg: Dict) -> str:
     """'ViT-B/16', 'ViT-T/4, 6 layers', 'ResNet-50' or '?': the backbone
     of a config (a named mmpretrain arch or its sizes)."""
     backbone = config_part(cfg, 'model', 'backbone')
-    if str(backbone.get('type', '')).endswith('ResNet'):
+    if _type_name(backbone).endswith('ResNet'):
         return f'ResNet-{backbone.get("depth", "?")}'
     from mmpretrain.models import VisionTransformer
     # a named arch, an arch dict, or (mmseg's MAE) the sizes in the backbone
@@ -132,25 +192,47 @@ def _arch(cfg: Dict) -> str:
                                     if layers != full else '')
 
 
-def _data(cfg: Dict) -> str:
-    """The data set a config trains on: 'ImageNet-1k', 'ADE20K', 'COCO',
-    else its data roots."""
-    types = _types(cfg)
-    for dataset, name in (('ADE20KDataset', 'ADE20K'), ('CocoDataset', 'COCO'),
-                          ('ImageNet', 'ImageNet-1k')):
-        if dataset in types:
-            return name
-    roots = dict.fromkeys(
-        r.rstrip('/') for r in _walk(cfg, 'data_root') if isinstance(r, str))
-    return ', '.join(roots) or '?'
+def _datasets(node: Any) -> List[Dict]:
+    """The datasets a loader's ``dataset`` reads, inside any wrappers."""
+    if not isinstance(node, dict):
+        return []
+    inner = node.get('datasets') or [node.get('dataset')]
+    if any(isinstance(d, dict) for d in inner):  # Concat-, RepeatDataset
+        return [leaf for d in inner for leaf in _datasets(d)]
+    return [node]
 
 
-def _schedule(cfg: Dict) -> Tuple[Optional[int], str]:
+def _data(cfg: Dict, loader: str) -> str:
+    """The data set of a config's ``loader``: 'ImageNet-1k', 'ADE20K',
+    'COCO' (:data:`BENCHMARK_DATA`), else its data roots."""
+    names = []
+    for dataset in _datasets(config_part(cfg, loader).get('dataset')):
+        root = str(dataset.get('data_root') or '').rstrip('/')
+        name, usual = BENCHMARK_DATA.get(_type_name(dataset), (None, None))
+        if name and (root == usual or root.endswith('/' + usual)):
+            names.append(name)
+        else:
+            names.append(root or _type_name(dataset) or '?')
+    return ', '.join(dict.fromkeys(names)) or '?'
+
+
+def _pretraining(run: Run, cfg: Dict, records: List[Dict]) -> None:
+    """A pretraining's method (from its config, else its name) and how far
+    it trained, as logged: the last epoch (epoch-based) or iteration of the
+    training lines, of what its config planned."""
+    model = config_part(cfg, 'model')
+    masked = bool(config_part(model, 'backbone').get('mask_ratio', 0)) or \
+        model.get('rec_head') is not None
+    run.method = (_learner(cfg), masked) if _learner(cfg) else \
+        _name_method(run.work_dir.resolve().name)
     loop = config_part(cfg, 'train_cfg')
-    if loop.get('max_epochs'):
-        return loop['max_epochs'], f'{loop["max_epochs"]} epochs'
-    return None, f'{loop["max_iters"]} iterations' if loop.get(
-        'max_iters') else '?'
+    unit = 'epoch' if loop.get('max_epochs') else 'iter'
+    done = max((r.get(unit, 0) for r in records if 'iter' in r), default=0)
+    planned = loop.get(f'max_{unit}s')
+    run.schedule = (f'{done}' if done == planned or not planned else
+                    f'{done} of {planned}') + \
+        (' epochs' if unit == 'epoch' else ' iterations')
+    run.epochs = done if unit == 'epoch' else None
 
 
 def _name_method(name: str) -> Optional[Method]:
@@ -189,57 +271,21 @@ def _encoder(path: str) -> Tuple[Optional[Method], Optional[int]]:
     return (learner, masked), epochs
 
 
-def _method(run: Run, cfg: Dict) -> None:
-    """Set the run's method and, for a transfer run, its pretraining
-    epochs (from the encoder file, else an ``epoch_N`` in its name)."""
-    if run.kind == 'pretrain':
-        model = config_part(cfg, 'model')
-        masked = bool(config_part(model, 'backbone').get('mask_ratio', 0)) or \
-            model.get('rec_head') is not None
-        run.method = (_learner(cfg), masked) if _learner(cfg) else \
-            _name_method(run.work_dir.resolve().name)
-        run.epochs, run.schedule = _schedule(cfg)
-        return
-    checkpoints = [
-        v for key in ('checkpoint', 'load_from', 'pretrained')
+def _transfer(run: Run, cfg: Dict) -> None:
+    """A transfer run's method and pretraining epochs, from the meta of the
+    encoder its config loads (``init_cfg``'s ``checkpoint``, a
+    ``pretrained``; not ``load_from``, which a test run points at the
+    benchmark's own checkpoint); the method else from names."""
+    encoders = [
+        v for key in ('checkpoint', 'pretrained')
         for v in _walk(cfg, key) if isinstance(v, str) and v
     ]
-    names = [run.work_dir.resolve().name] + checkpoints
-    for ckpt in checkpoints:
+    for ckpt in encoders:
         # A relative path is the training's cwd's; the benchmark scripts
         # put the converted encoder in the work_dir itself.
         for path in (ckpt, str(run.work_dir / osp.basename(ckpt))):
             if osp.isfile(path) and not run.method:
                 run.method, run.epochs = _encoder(path)
-    run.method = run.method or next(
-        filter(None, map(_name_method, names)), None)
-    if run.epochs is None:  # mmengine names checkpoints epoch_N.pth
-        found = [int(n) for n in re.findall(r'epoch_(\d+)', ' '.join(names))]
-        run.epochs = found[0] if found else None
+    run.method = run.method or next(filter(None, map(
+        _name_method, [run.work_dir.resolve().name] + encoders)), None)
     run.schedule = f'{run.epochs} epochs' if run.epochs else 'unknown'
-
-
-def read_run(work_dir: Path) -> Run:
-    """A work_dir's kind, method, setting and last logged metrics."""
-    records = read_scalars(work_dir)
-    cfg = config_data(read_config_text(work_dir))
-    run = Run(Path(work_dir))
-    run.kind, run.problem = _kind(cfg, {k for r in records for k in r})
-    if run.kind is None:
-        return run
-    for key in KIND_KEYS[run.kind]:
-        values = [r[key] for r in records if key in r]
-        if values:
-            run.metrics[key] = values[-1] * SCALES.get(key, 1)
-    run.arch, run.data = _arch(cfg), _data(cfg)
-    _method(run, cfg)
-    if run.method is None:
-        run.problem = ('no method found in its config, its checkpoint or '
-                       'its name (name the work_dir e.g. mrcl-simclr_...)')
-    elif run.kind != 'pretrain' and not run.metrics:
-        run.problem = f'no {KIND_KEYS[run.kind][0]} logged yet'
-    return run
-
-
-def collect_runs(paths: Iterable[str]) -> List[Run]:
-    return [read_run(w) for w in find_work_dirs(paths)]
