@@ -102,6 +102,9 @@ def test_config_reading_still_warns_without_a_filter():
     ('tools/test.py', []),
     ('tools/analysis_tools/dense_eval.py',
      ['--data-root', DATA / 'coco_semseg_ade_layout']),
+    ('tools/analysis_tools/knn_eval.py', []),
+    ('tools/analysis_tools/visualize_reconstruction.py',
+     ['--out', 'unused.png']),
 ])
 def test_tool_reads_a_config_without_the_pkg_resources_warning(
         tmp_path, tool, extra):

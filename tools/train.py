@@ -8,6 +8,7 @@ import argparse
 import logging
 import os
 import os.path as osp
+import warnings
 
 import torch
 from mmengine.config import Config, DictAction
@@ -18,6 +19,10 @@ from mrcl_plugin.checkpoints import is_zero_checkpoint, latest_checkpoint
 from mrcl_plugin.preflight import (build_runner, check_options,
                                    check_train_config, clean_refusals,
                                    one_line_errors, run_logged)
+
+# Config.fromfile imports pkg_resources (for `mmpretrain::`-style bases);
+# its deprecation notice is mmengine's, not this tool's, to show
+warnings.filterwarnings('ignore', 'pkg_resources is deprecated', UserWarning)
 
 
 def parse_args():

@@ -11,6 +11,7 @@ splits by default. See :mod:`mrcl_plugin.evaluation.knn`.
 import argparse
 import os.path as osp
 import time
+import warnings
 
 import torch
 from mmengine.config import Config, DictAction
@@ -21,6 +22,10 @@ from mrcl_plugin.checkpoints import CheckpointError
 from mrcl_plugin.evaluation import (balanced_subset, build_model, knn_eval,
                                     split_dataset)
 from mrcl_plugin.preflight import mrcl_data_hint
+
+# Config.fromfile imports pkg_resources (for `mmpretrain::`-style bases);
+# its deprecation notice is mmengine's, not this tool's, to show
+warnings.filterwarnings('ignore', 'pkg_resources is deprecated', UserWarning)
 
 
 def parse_args():

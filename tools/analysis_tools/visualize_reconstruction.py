@@ -11,6 +11,7 @@ next to the config's pretraining data.
 import argparse
 import os
 import os.path as osp
+import warnings
 
 import mmcv
 import numpy as np
@@ -23,6 +24,10 @@ import mrcl_plugin  # noqa: F401
 from mrcl_plugin.checkpoints import (BACKBONE_PREFIX, CheckpointError,
                                      load_checkpoint, state_dict_of)
 from mrcl_plugin.evaluation import balanced_subset, build_model, split_dataset
+
+# Config.fromfile imports pkg_resources (for `mmpretrain::`-style bases);
+# its deprecation notice is mmengine's, not this tool's, to show
+warnings.filterwarnings('ignore', 'pkg_resources is deprecated', UserWarning)
 
 
 def parse_args():
