@@ -1,6 +1,7 @@
 """The small-scale study: the micro presets end to end (CSV, resume, report,
 plots, learning curves, the stall rule), and clear errors on a CSV it did
 not write."""
+import csv as csv_module
 import glob
 import json
 import os
@@ -13,6 +14,7 @@ import pytest
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(ROOT, 'tools', 'study'))
+from compare import compare, compare_csv  # noqa: E402
 from curves import gap_verdict, parse_curve  # noqa: E402
 from presets import PRESETS  # noqa: E402
 from report import write_report  # noqa: E402
@@ -318,6 +320,60 @@ def test_micro_dense_study_runs_and_reports(tmp_path, mrcl_data_env):
     assert recon['contrastive_weight'] == 0 and recon['loss_contrastive'] == 0
     text = write_report(csv, str(tmp_path / 'study.md'))
     assert '## Dense features' in text and '| reconstruction alone' in text
-    assert '| MR-SimCLR - SimCLR | +0.00 (0.00) within |' in text
-    png = tmp_path / 'study' / 'dense_curves.png'
+    assert 'No verdicts: they need the paired interval' in text
+    # with each run's per-image areas, the paired comparisons: one seed,
+    # so the seed interval is unbounded and no verdict is above or below
+    found = compare(read_rows(csv), preset, str(work), bootstrap=50)
+    assert {(r['arm'], r['reference']) for r in found} == {
+        ('MR-SimCLR', 'SimCLR'), ('SimCLR', 'random init'),
+        (RECON, 'SimCLR'), (RECON, 'random init')}
+    assert {r['verdict'] for r in found} == {'within'}
+    assert all(r['images'] == 200 and r['paired_low'] <= r['diff'] <=
+               r['paired_high'] for r in found)
+    with open(compare_csv(csv), 'w', newline='') as f:
+        writer = csv_module.DictWriter(f, list(found[0]))
+        writer.writeheader()
+        writer.writerows(found)
+    text = write_report(csv, str(tmp_path / 'study.md'))
+    assert '| MR-SimCLR - SimCLR | kNN b1 T=0.07 | +' in text or \
+        '| MR-SimCLR - SimCLR | kNN b1 T=0.07 | -' in text
+    png = tmp_path / 'study' / 'micro-dense_dense_curves.png'
     assert png.read_bytes()[:8] == b'\x89PNG\r\n\x1a\n'
+
+
+RECON = 'reconstruction alone (r = 0.2, alpha = 1, lambda = 1)'
+
+
+def test_micro_instrument_check_chooses_a_design(tmp_path, mrcl_data_env,
+                                                  monkeypatch, capsys):
+    """The instrument check on the micro preset: X and the init at two
+    seeds, each kept encoder evaluated in two designs (size x bank), one
+    row per design, figure and learner, and a choice that follows the
+    rule (the most learners resolved, then the largest resolution)."""
+    import instrument
+    preset = PRESETS['micro-camvid-instrument']
+    run_study(preset, str(tmp_path / 'runs.csv'), str(tmp_path / 'w' /
+                                                      preset.name),
+              log=lambda _: None)
+    out = tmp_path / 'check.csv'
+    monkeypatch.setattr(sys, 'argv', [
+        'instrument.py', '--preset', preset.name, '--work-dir',
+        str(tmp_path / 'w'), '--sizes', '16', '--bank-copies', '0', '1',
+        '--out', str(out)])
+    instrument.main()
+    with open(out, newline='') as f:
+        rows = list(csv_module.DictReader(f))
+    figures = {(r['size'], r['bank_copies'], r['figure']) for r in rows}
+    # retrieval at both bank sizes, the probe only without augmentation
+    assert len(figures) == len(rows) == 4 * 2 + 2
+    for r in rows:
+        x, init = float(r['x_mean']), float(r['init_mean'])
+        pooled = ((float(r['x_std'])**2 + float(r['init_std'])**2) / 2)**.5
+        assert float(r['resolution']) == pytest.approx(
+            abs(x - init) / pooled, rel=1e-2, abs=1e-2)
+        assert float(r['paired_low']) <= float(r['paired_diff']) <= \
+            float(r['paired_high'])
+    best = max(rows, key=lambda r: float(r['resolution']))
+    printed = capsys.readouterr().out
+    assert (f"Chosen: 16 px, {best['bank_copies']} bank copies, "
+            f"{best['figure']} (resolution simclr") in printed

@@ -28,32 +28,42 @@ FoldAreas = List[torch.Tensor]  # per fold, (n_f, 3, K) of its queries
 def miou(areas: torch.Tensor) -> float:
     """mIoU (%) of summed (3, K) areas, mmseg's: the mean IoU of the classes
     with a non-empty union (in the masks or in the predictions)."""
-    inter, pred, label = areas
+    return float(mious(areas[None])[0])
+
+
+def mious(areas: torch.Tensor) -> torch.Tensor:
+    """:func:`miou` of each of (B, 3, K) summed areas: (B, )."""
+    inter, pred, label = areas.double().unbind(1)
     union = pred + label - inter
     present = union > 0
-    return float((inter[present] / union[present]).mean() * 100)
+    iou = torch.where(present, inter / union.clamp(min=1e-12), 0.)
+    return iou.sum(1) / present.sum(1) * 100
 
 
-def run_miou(fold_areas: FoldAreas, resample=None) -> float:
+def run_miou(fold_areas: FoldAreas, resample=None) -> torch.Tensor:
     """A run's figure: the mean over folds of each fold's mIoU, on the
-    fold's queries or on ``resample``'s indices of them."""
-    return float(np.mean([
-        miou((a if resample is None else a[idx]).sum(0))
-        for a, idx in zip(fold_areas, resample or [None] * len(fold_areas))
-    ]))
+    fold's queries (a float), or on each resample of them (``resample``:
+    per fold, (B, n_f) indices; a (B, ) tensor)."""
+    if resample is None:
+        return float(np.mean([miou(a.sum(0)) for a in fold_areas]))
+    return torch.stack([mious(a[idx].sum(1))
+                        for a, idx in zip(fold_areas, resample)]).mean(0)
 
 
 def resamples(fold_sizes: Sequence[int], bootstrap: int,
-              seed: int = 0) -> List[List[torch.Tensor]]:
-    """``bootstrap`` resamples of the query images: per resample and fold,
-    n_f indices drawn with replacement from the fold's n_f."""
+              seed: int = 0) -> List[torch.Tensor]:
+    """``bootstrap`` resamples of the query images: per fold, (bootstrap,
+    n_f) indices drawn with replacement from the fold's n_f (drawn
+    resample by resample, fold by fold)."""
     g = torch.Generator().manual_seed(seed)
-    return [[torch.randint(n, (n, ), generator=g) for n in fold_sizes]
-            for _ in range(bootstrap)]
+    draws = [[torch.randint(n, (n, ), generator=g) for n in fold_sizes]
+             for _ in range(bootstrap)]
+    return [torch.stack([d[f] for d in draws])
+            for f in range(len(fold_sizes))]
 
 
-def _percentiles(samples: Sequence[float]) -> Dict[str, float]:
-    low, high = np.percentile(samples, [2.5, 97.5])
+def _percentiles(samples: torch.Tensor) -> Dict[str, float]:
+    low, high = np.percentile(samples.numpy(), [2.5, 97.5])
     return dict(low=float(low), high=float(high))
 
 
@@ -64,9 +74,8 @@ def summarise(fold_areas: FoldAreas, bootstrap: int = 1000,
     ``high``; query images resampled within each fold)."""
     result = dict(miou=run_miou(fold_areas))
     if bootstrap:
-        result.update(_percentiles([
-            run_miou(fold_areas, r) for r in resamples(
-                [len(a) for a in fold_areas], bootstrap, seed)]))
+        result.update(_percentiles(run_miou(fold_areas, resamples(
+            [len(a) for a in fold_areas], bootstrap, seed))))
     return result
 
 
@@ -90,13 +99,14 @@ def paired_bootstrap(a: Sequence[FoldAreas], b: Sequence[FoldAreas],
         raise ValueError('a paired comparison needs every run evaluated on '
                          'the same images in the same folds')
 
-    def diff(resample=None) -> float:
-        return (np.mean([run_miou(r, resample) for r in a]) -
-                np.mean([run_miou(r, resample) for r in b]))
+    def diff(resample=None):
+        def arm(runs):
+            return sum(run_miou(r, resample) for r in runs) / len(runs)
+        return arm(a) - arm(b)
 
     return dict(diff=float(diff()),
-                **_percentiles([diff(r) for r in resamples(
-                    sizes, bootstrap, seed)]), images=sum(sizes))
+                **_percentiles(diff(resamples(sizes, bootstrap, seed))),
+                images=sum(sizes))
 
 
 def seed_interval(differences: Sequence[float]) -> Dict[str, float]:

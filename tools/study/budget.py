@@ -73,8 +73,7 @@ def measure(preset: Preset, runs: List[Run], iters: int = 20,
         point_s = time.perf_counter() - start
         if preset.curve_interval and preset.dense_root:
             hook = DenseKNNHook(1, dense_root(cfg, preset),
-                                size=preset.dense_size,
-                                folds=preset.dense_folds)
+                                **preset.dense_args())
             hook.before_train(runner)  # reads the folder once a run
             start = time.perf_counter()
             hook.figures(model)

@@ -1,10 +1,14 @@
-"""The dense preset's section of the study report: per arm, the dense k-NN
-mIoU (two blocks, two temperatures), the linear patch probe and the global
-kNN, the share of the reconstruction term in each arm's loss, dense
-learning curves, and MR-X against X on each figure."""
+"""A dense preset's section of the study report: per arm, the dense
+retrieval mIoU (blocks, temperatures), the linear patch probe, the global
+kNN and the share of the reconstruction term in its loss; the fine-tuned
+readouts (UperNet, a linear head on the frozen encoder) where
+tools/study/finetune.py ran; each comparison with its paired and seed
+intervals and a verdict where tools/study/compare.py ran; dense learning
+curves; pictures where tools/study/pictures.py ran."""
+import csv
 import json
 import os.path as osp
-from typing import Dict, List, Tuple
+from typing import Dict, List
 
 from curves import arm_curve, gap_verdict, plot_curves
 from presets import Preset
@@ -73,37 +77,40 @@ def arms(rows: List[Dict], preset: Preset) -> Dict[str, List[Dict]]:
     return found
 
 
-def comparisons(by_arm: Dict[str, List[Dict]],
-                preset: Preset) -> List[Tuple[str, str]]:
-    """(arm, reference) pairs: each MR arm and reconstruction alone against
-    X of its learner; reconstruction alone against the random init too."""
-    pairs = []
-    for name in by_arm:
-        row = by_arm[name][0]
-        if row['method'] == 'mrcl':
-            base = learner_name(row['learner'])
-            if base in by_arm:
-                pairs.append((name, base))
-            if row['contrastive_weight'] == 0 and 'random init' in by_arm:
-                pairs.append((name, 'random init'))
-    return pairs
+def beside(csv_path: str, suffix: str) -> List[Dict]:
+    """The rows of ``<csv stem>-<suffix>.csv`` (a readout's or the
+    comparisons'), none where it is not there."""
+    path = f'{osp.splitext(csv_path)[0]}-{suffix}.csv'
+    if not osp.isfile(path):
+        return []
+    with open(path, newline='') as f:
+        return list(csv.DictReader(f))
 
 
 def dense_section(rows: List[Dict], preset: Preset, csv_path: str,
                   out_md: str, fig_dir: str, rel: str, stat) -> List[str]:
     """The section's Markdown lines (``stat`` is report.py's), and
-    ``dense_curves.png`` in ``fig_dir``."""
+    ``<preset>_dense_curves.png`` in ``fig_dir``."""
     by_arm = arms(rows, preset)
     metrics = dense_metrics(rows)
     columns = ['rec_share', 'knn_top1', *metrics]
     stats = {name: {m: stat([figures(r) for r in found], m)
                     for m in columns} for name, found in by_arm.items()}
+    return (_setup(rows, preset, csv_path, out_md) +
+            _arm_table(rows, stats, columns, metrics) +
+            _readouts(csv_path, by_arm, preset, stat) +
+            _comparisons(csv_path) +
+            _curves(by_arm, stats, metrics, preset, fig_dir, rel) +
+            _pictures(by_arm, preset, fig_dir, rel) +
+            _every_run(rows, columns))
+
+
+def _setup(rows, preset, csv_path, out_md) -> List[str]:
     total = sum(r['wall_s'] for r in rows)
-    widths = [(json.loads(r['dense'])[m]['high'] -
-               json.loads(r['dense'])[m]['low']) / 2
-              for r in rows for m in metrics]
-    lines = [
-        '## Dense features: does MR-X keep what dense tasks need?', '',
+    splits = ' + '.join(preset.dense_splits)
+    return [
+        f'## Dense features on `{preset.dense_root}`: does MR-X keep what '
+        'dense tasks need?', '',
         f'Preset `{preset.name}`: {len(rows)} runs of {preset.iters} '
         f'iterations at batch {preset.batch_size} on the Tiny-ImageNet '
         'sample (64 px, 8 px patches: `configs/mrcl/mrcl-*_vit-tiny-p8_'
@@ -111,68 +118,140 @@ def dense_section(rows: List[Dict], preset: Preset, csv_path: str,
         f'{sorted({int(r["seed"]) for r in rows})}'
         f'{", CPU bf16 autocast" if preset.bf16 else ""}. Dense evaluation '
         '(`mrcl_plugin/evaluation/dense.py`, [dense](dense.md)) of the '
-        f'frozen patch tokens on `{preset.dense_root}` (200 COCO images, '
-        f'133 classes) at {preset.dense_size} px, {preset.dense_folds}-fold: '
-        'in-context retrieval (k = 30) at two temperatures and a linear '
-        'patch probe, on the middle block and the last (0-based block '
-        'indices); global kNN on the class token as in the sections above.',
-        '', f'Machine: {rows[0]["machine"]}. Wall time: {total / 60:.0f} min.',
-        '', f'Re-run: `python tools/study/run.py --preset {preset.name}` then '
-        f'`python tools/study/report.py {csv_path} --out {out_md}`.', '',
-        *([preset.rationale, ''] if preset.rationale else []),
-        '### Per arm', '',
-        'Mean ± seed std (n runs). mIoU in %; the bootstrap interval over '
-        'query images of one run is ±'
-        f'{sum(widths) / len(widths):.2f} points on average (95%, per run in '
-        'the CSV). "rec share": the reconstruction terms\' share of the '
-        'loss at the last iteration.', '',
-        '| arm | ' + ' | '.join(map(label, columns)) + ' |',
-        '|---|' + '---|' * len(columns)]
-    lines += [f'| {name} | ' + ' | '.join(fmt(s[m]) for m in columns) + ' |'
-              for name, s in stats.items()]
-    compared = metrics + ['knn_top1']
-    table = ['| arm - reference | ' + ' | '.join(map(label, compared)) +
-             ' |', '|---|' + '---|' * len(compared)]
-    claims = []
-    for arm, ref in comparisons(by_arm, preset):
+        f'frozen patch tokens on `{preset.dense_root}` ({splits}) at '
+        f'{preset.dense_size} px, {preset.dense_folds}-fold: in-context '
+        'retrieval (k = 30) and a linear patch probe (0-based block '
+        f'indices){f", bank x{preset.dense_bank_copies + 1}" if preset.dense_bank_copies else ""}; '
+        'global kNN on the class token as in the sections above.', '',
+        f'Machine: {rows[0]["machine"]}. Wall time: {total / 60:.0f} min.',
+        '', f'Re-run: `python tools/study/run.py --preset {preset.name}`, '
+        f'`python tools/study/finetune.py --preset {preset.name}` '
+        '(`--readout linear` too), `python tools/study/compare.py '
+        f'{csv_path}`, then `python tools/study/report.py {csv_path} '
+        f'--out {out_md}`.', '',
+        *([preset.rationale, ''] if preset.rationale else [])]
+
+
+def _arm_table(rows, stats, columns, metrics) -> List[str]:
+    widths = [(json.loads(r['dense'])[m]['high'] -
+               json.loads(r['dense'])[m]['low']) / 2
+              for r in rows for m in metrics]
+    return ['### Per arm', '',
+            'Mean ± seed std (n runs). mIoU in %; the bootstrap interval over '
+            'query images of one run is ±'
+            f'{sum(widths) / len(widths):.2f} points on average (95%, per '
+            'run in the CSV). "rec share": the reconstruction terms\' share '
+            'of the loss at the last iteration.', '',
+            '| arm | ' + ' | '.join(map(label, columns)) + ' |',
+            '|---|' + '---|' * len(columns),
+            *[f'| {name} | ' + ' | '.join(fmt(s[m]) for m in columns) + ' |'
+              for name, s in stats.items()], '']
+
+
+def _readouts(csv_path, by_arm, preset, stat) -> List[str]:
+    """Test mIoU of each fine-tuned readout per arm (mean ± seed std)."""
+    found = {readout: beside(csv_path, readout)
+             for readout in ('upernet', 'linear')}
+    found = {k: v for k, v in found.items() if v}
+    if not found:
+        return []
+    names = {r['name']: name for name, rs in by_arm.items() for r in rs}
+    lines = ['### Fine-tuned on CamVid: Table 2 in miniature', '',
+             'Test mIoU (%, CamVid\'s 233 test images at full resolution) of '
+             'each arm\'s encoder fine-tuned through mmseg '
+             '(`tools/study/finetune.py`): UperNet with the whole encoder '
+             'trained, and a linear head on the frozen encoder; the '
+             'validation split picked the checkpoint. Mean ± seed std.', '',
+             '| arm | ' + ' | '.join(found) + ' |',
+             '|---|' + '---|' * len(found)]
+    for name in by_arm:
         cells = []
-        for m in compared:
-            diff = stats[arm][m][0] - stats[ref][m][0]
-            spread = max(stats[arm][m][1], stats[ref][m][1])
-            word = ('**above**' if diff > spread else
-                    '**below**' if -diff > spread else 'within')
-            cells.append(f'{diff:+.2f} ({spread:.2f}) {word}')
-        table.append(f'| {arm} - {ref} | ' + ' | '.join(cells) + ' |')
-    curves = {name: arm_curve([[(int(step), d[f'dense/{metrics[-2]}'])
-                                for step, d in json.loads(r['dense_curve'])]
+        for readout, rows in found.items():
+            values = [dict(m=float(r['test_miou'])) for r in rows
+                      if names.get(r['name']) == name]
+            cells.append(fmt(stat(values, 'm')) if values else 'missing')
+        lines.append(f'| {name} | ' + ' | '.join(cells) + ' |')
+    return lines + ['']
+
+
+def _comparisons(csv_path) -> List[str]:
+    found = beside(csv_path, 'compare')
+    if not found:
+        return ['### Verdicts', '', 'No verdicts: they need the paired '
+                'interval of each comparison, from the runs\' per-image '
+                f'areas (`python tools/study/compare.py {csv_path}`), which '
+                'these runs did not keep.', '']
+    lines = ['### Verdicts, at this scale', '',
+             'Each cell: the difference of the arms\' means (points), its '
+             '95% paired interval (the query images resampled once for '
+             'every run of both arms) and its 95% seed interval (t, over '
+             'the per-seed differences), n seeds; **above** or **below** '
+             'only where both intervals exclude 0.', '',
+             '| arm - reference | figure | difference | paired | seeds | '
+             'verdict |', '|---|---|---|---|---|---|']
+    for r in found:
+        word = r['verdict'] if r['verdict'] == 'within' else \
+            f'**{r["verdict"]}**'
+        lines.append(
+            f"| {r['arm']} - {r['reference']} | {label(r['figure'])} | "
+            f"{float(r['diff']):+.2f} | ({float(r['paired_low']):+.2f}, "
+            f"{float(r['paired_high']):+.2f}) | ({float(r['seed_low']):+.2f}"
+            f", {float(r['seed_high']):+.2f}), n={r['seeds']} | {word} |")
+    return lines + ['']
+
+
+def _curves(by_arm, stats, metrics, preset, fig_dir, rel) -> List[str]:
+    figure = next((m for m in reversed(metrics) if m.startswith('knn')),
+                  metrics[-1])
+    curves = {name: arm_curve([[(int(step), d[f'dense/{figure}'])
+                                for step, d in json.loads(r['dense_curve'])
+                                if f'dense/{figure}' in d]
                                for r in found if r['dense_curve']])
               for name, found in by_arm.items() if name != 'random init'}
     curves = {k: v for k, v in curves.items() if v}
-    if curves:
-        plot_curves([(f'dense {label(metrics[-2])}', {
-            name: (color, curve) for (name, curve), color in zip(
-                curves.items(), ARM_COLORS)})],
-            stats.get('random init', {}).get(metrics[-2], (None, ))[0],
-            osp.join(fig_dir, 'dense_curves.png'), ylabel='mIoU (%)')
-        lines += ['', '### Dense learning curves', '',
-                  f'Dense kNN mIoU ({label(metrics[-2])}) at each curve '
-                  f'point (the same images, {preset.dense_folds} folds, no bootstrap), mean '
-                  'over seeds, band ±1 std; dotted: the random init.', '',
-                  f'![dense learning curves]({rel}/dense_curves.png)', '']
-        for arm, ref in comparisons(by_arm, preset):
-            if arm in curves and ref in curves:
-                claims.append(f'- {arm} against {ref} over time '
-                              f'({label(metrics[-2])}): '
-                              f'{gap_verdict(curves[ref], curves[arm])}.')
-    lines += ['', '### Verdicts, at this scale', '',
-              'Each cell: the difference of the means (points), the larger '
-              'of the two seed standard deviations in brackets, and '
-              '**above** or **below** where the difference exceeds it.', '',
-              *table, '', *claims, '', '### Every run', '',
-              '| run | seed | ' + ' | '.join(map(label, columns)) +
-              ' | wall s |',
-              '|---|---|' + '---|' * (len(columns) + 1)]
-    lines += [f'| {r["name"]} | {int(r["seed"])} | ' + ' | '.join(
-        f'{figures(r)[m]:.2f}' for m in columns) + f' | {r["wall_s"]:.0f} |'
-        for r in rows]
+    if not curves:
+        return []
+    png = f'{preset.name}_dense_curves.png'
+    plot_curves([(f'dense {label(figure)}', {
+        name: (color, curve) for (name, curve), color in zip(
+            curves.items(), ARM_COLORS)})],
+        stats.get('random init', {}).get(figure, (None, ))[0],
+        osp.join(fig_dir, png), ylabel='mIoU (%)')
+    lines = ['### Dense learning curves', '',
+             f'Dense retrieval mIoU ({label(figure)}) at each curve point '
+             f'(the same images, {preset.dense_folds} folds, no bootstrap), '
+             'mean over seeds, band ±1 std; dotted: the random init.', '',
+             f'![dense learning curves]({rel}/{png})', '']
+    for name, curve in curves.items():
+        ref = next((r for r in ('random init', ) if r in curves), None)
+        if ref:
+            lines.append(f'- {name} against {ref} over time: '
+                         f'{gap_verdict(curves[ref], curve)}.')
+    return lines + ['']
+
+
+def _pictures(by_arm, preset, fig_dir, rel) -> List[str]:
+    folder = osp.join(fig_dir, f'{preset.name}_pictures')
+    if not osp.isdir(folder):
+        return []
+    lines = ['### Pictures', '',
+             'Six CamVid test images, one picture an arm (its seed-0 run, '
+             '`tools/study/pictures.py`): the image, the ground truth, the '
+             'retrieval prediction, the UperNet prediction, and the first '
+             'three principal components of the patch tokens as colours '
+             '(the centre square at the evaluation size).', '']
+    for name in by_arm:
+        png = name.split(' (')[0].replace(' ', '_').lower() + '.png'
+        if osp.isfile(osp.join(folder, png)):
+            lines += [f'**{name}**', '',
+                      f'![{name}]({rel}/{preset.name}_pictures/{png})', '']
     return lines
+
+
+def _every_run(rows, columns) -> List[str]:
+    return ['### Every run', '',
+            '| run | seed | ' + ' | '.join(map(label, columns)) + ' | wall s |',
+            '|---|---|' + '---|' * (len(columns) + 1),
+            *[f'| {r["name"]} | {int(r["seed"])} | ' + ' | '.join(
+                f'{figures(r)[m]:.2f}' for m in columns) +
+              f' | {r["wall_s"]:.0f} |' for r in rows]]

@@ -132,6 +132,22 @@ class Preset:
     dense_size: int = None
     dense_folds: int = 5
     dense_bootstrap: int = 1000
+    dense_splits: tuple = ('training', 'validation')  # pooled for the folds
+    dense_blocks: tuple = None  # None: the middle block and the last
+    dense_temperatures: tuple = (0.02, 0.07)
+    dense_bank_copies: int = 0  # memory-bank augmentation
+    # Keep each run's final weights in its work_dir (iter_<iters>.pth, a
+    # random init's init.pth), for readouts after the study (UperNet,
+    # pictures, the instrument check).
+    keep_checkpoints: bool = False
+    methods: tuple = None  # only runs of these methods; None: all
+
+    def dense_args(self) -> Dict:
+        """The dense evaluation's settings: DenseKNNHook's arguments (the
+        curve points) and, with the bank and bootstrap, dense_eval's."""
+        return dict(splits=self.dense_splits, size=self.dense_size,
+                    blocks=self.dense_blocks, folds=self.dense_folds,
+                    temperatures=self.dense_temperatures)
 
     def mr_defaults(self, learner: str) -> Dict:
         """The parameters of MR-``learner`` at the preset's defaults: the
@@ -170,7 +186,8 @@ class Preset:
         for run in sweep:
             if run not in runs:
                 runs.append(run)
-        return runs
+        return [r for r in runs
+                if self.methods is None or r.method in self.methods]
 
     def spare_runs(self) -> List[Run]:
         """X and MR-X of headline_learners[0] at the spare seeds: trained
@@ -319,6 +336,25 @@ DENSE_PRESET = replace(
         'and the dense kNN), 29 s the final evaluation: 66 minutes for the '
         '21 runs.'))
 
+# Can the dense evaluation on CamVid tell training from the random init?
+# The dense preset's encoders, X and the init only, with their weights
+# kept, for tools/study/instrument.py to evaluate in each candidate design
+# before any MR-X arm is looked at.
+CAMVID_INSTRUMENT = replace(
+    DENSE_PRESET,
+    name='camvid-instrument',
+    methods=('init', 'baseline'),
+    extra_arms=(),
+    curve_interval=0,
+    dense_root='camvid',
+    keep_checkpoints=True,
+    rationale=(
+        'The dense preset\'s SimCLR and Barlow Twins (X) and their random '
+        'inits, 3 seeds, trained as there and kept, so that '
+        '`tools/study/instrument.py` can check each design of the CamVid '
+        'evaluation (size, block, temperature, bank augmentation) on X '
+        'against the init before any MR-X arm is evaluated.'))
+
 # A micro run's encoder: 2 layers at width 48; its decoder: 1 layer
 _TINY_ARCH = (
     ('model.backbone.arch', dict(embed_dims=48, num_layers=2, num_heads=3,
@@ -395,6 +431,26 @@ PRESETS = {
         dense_bootstrap=20,
         model_overrides=_TINY_ARCH,
         rationale=''),
+    # the instrument check at test size: SimCLR and the init, 2 seeds (a
+    # seed std needs two), 2 iterations, 2 folds
+    'micro-camvid-instrument':
+    replace(
+        CAMVID_INSTRUMENT,
+        name='micro-camvid-instrument',
+        headline_learners=('simclr', ),
+        iters=2,
+        batch_size=8,
+        warmup_iters=1,
+        headline_seeds=(0, 1),
+        knn_per_class=10,
+        knn_test_per_class=5,
+        linear_epochs=5,
+        dense_folds=2,
+        dense_bootstrap=20,
+        dense_splits=('validation', ),  # 101 images: quick to read
+        model_overrides=_TINY_ARCH,
+        rationale=''),
+    'camvid-instrument': CAMVID_INSTRUMENT,
     'cifar10-cpu': CPU_PRESET,
     'cifar10-long': LONG_PRESET,
     'dense': DENSE_PRESET,

@@ -2,7 +2,6 @@
 run; runs already in the CSV are not trained again."""
 import json
 import math
-import os
 import os.path as osp
 import sys
 import time
@@ -105,6 +104,8 @@ def run_config(run: Run, preset: Preset, work_dir: str) -> Config:
     checkpoint."""
     cfg = Config.fromfile(preset.config.format(learner=run.learner))
     workers, interval = preset.num_workers, preset.curve_interval
+    # the final weights stay where no curve keeps them
+    saved = interval or (preset.iters if preset.keep_checkpoints else 0)
     cfg.merge_from_dict({
         **dict(preset.model_overrides),
         **run.overrides(),
@@ -115,9 +116,9 @@ def run_config(run: Run, preset: Preset, work_dir: str) -> Config:
         'train_dataloader.num_workers': workers,
         'train_dataloader.persistent_workers': workers > 0,
         'default_hooks.checkpoint': dict(
-            type='CheckpointHook', by_epoch=False, interval=interval,
+            type='CheckpointHook', by_epoch=False, interval=saved,
             max_keep_ckpts=1, backend_args=dict(backend='atomic_local'))
-        if interval else None,
+        if saved else None,
         'resume': bool(interval),
         'load_from': latest_checkpoint(work_dir) if interval else None,
         'default_hooks.logger.interval': max(1, preset.iters // 10),
@@ -138,8 +139,7 @@ def run_config(run: Run, preset: Preset, work_dir: str) -> Config:
         if preset.dense_root:
             cfg.custom_hooks.append(dict(
                 type='DenseKNNHook', interval=interval, before_train=True,
-                data_root=dense_root(cfg, preset), size=preset.dense_size,
-                folds=preset.dense_folds))
+                data_root=dense_root(cfg, preset), **preset.dense_args()))
     warmup, cosine = cfg.param_scheduler
     warmup.end = cosine.begin = preset.warmup_iters
     cosine.end = preset.iters
@@ -179,7 +179,8 @@ def evaluate(model, cfg: Config, preset: Preset) -> Dict:
     the full train (bank) and test (queries) splits, or the preset's
     per-class subsets; with ``dense_root``, the dense evaluation of its
     patch tokens (:func:`~mrcl_plugin.evaluation.dense_eval`, a JSON
-    cell)."""
+    cell), whose per-image areas go to ``<work_dir>/dense_areas.pt``
+    (:func:`save_areas`) for the paired comparisons."""
     bank, queries = bank_and_query_features(
         model, cfg.train_dataloader.dataset.data_root,
         bank_per_class=preset.knn_per_class,
@@ -187,13 +188,18 @@ def evaluate(model, cfg: Config, preset: Preset) -> Dict:
         num_workers=preset.num_workers)
     dense = ''
     if preset.dense_root:
-        data = load_seg_folder(dense_root(cfg, preset), preset.dense_size)
+        data = load_seg_folder(dense_root(cfg, preset), preset.dense_size,
+                               preset.dense_splits)
+        results = dense_eval(
+            model, data, preset.dense_blocks, preset.dense_folds,
+            temperatures=preset.dense_temperatures,
+            bank_copies=preset.dense_bank_copies,
+            linear_epochs=preset.linear_epochs,
+            bootstrap=preset.dense_bootstrap, keep_areas=True)
+        save_areas(osp.join(cfg.work_dir, AREAS), results)
         dense = json.dumps({
-            key: {k: round(v, 2) for k, v in result.items()}
-            for key, result in dense_eval(
-                model, data, folds=preset.dense_folds,
-                linear_epochs=preset.linear_epochs,
-                bootstrap=preset.dense_bootstrap).items()})
+            key: {k: round(v, 2) for k, v in result.items() if k != 'areas'}
+            for key, result in results.items()})
     return dict(
         dense=dense,
         knn_top1=round(knn_top1(bank, queries), 2),
@@ -201,6 +207,36 @@ def evaluate(model, cfg: Config, preset: Preset) -> Dict:
             linear_probe(bank, queries, preset.linear_epochs), 2),
         knn_bank=len(bank[1]),
         knn_queries=len(queries[1]))
+
+
+AREAS = 'dense_areas.pt'  # in a run's work_dir
+
+
+def save_areas(path: str, results: Dict) -> None:
+    """Each dense figure's per-image areas (int32: pixel counts) and its
+    fold sizes, for :func:`load_areas`."""
+    torch.save({
+        key: dict(areas=torch.cat(r['areas']).int(),
+                  fold_sizes=[len(a) for a in r['areas']])
+        for key, r in results.items()}, path)
+
+
+def load_areas(path: str) -> Dict[str, List[torch.Tensor]]:
+    """{figure: per fold, its queries' (n_f, 3, K) areas} of a run."""
+    from mrcl_plugin.checkpoints import load_checkpoint_file
+    saved = load_checkpoint_file(path)
+    return {key: list(torch.split(v['areas'].double(), v['fold_sizes']))
+            for key, v in saved.items()}
+
+
+def save_init(model, path: str) -> None:
+    """A random init's weights as a checkpoint the converters read (its
+    ``meta['mrcl']``, as MRCLMetaHook writes it), for readouts that start
+    from the init."""
+    with atomic_path(path) as partial:
+        torch.save(dict(state_dict=model.state_dict(),
+                        meta=dict(iter=0, mrcl=dict(model.describe(),
+                                                    max_iters=0))), partial)
 
 
 def train_and_evaluate(run: Run, preset: Preset, work_root: str,
@@ -214,6 +250,8 @@ def train_and_evaluate(run: Run, preset: Preset, work_root: str,
     curve = None
     if run.method == 'init':
         runner.model.init_weights()
+        if preset.keep_checkpoints:
+            save_init(runner.model, osp.join(cfg.work_dir, 'init.pth'))
     elif preset.curve_interval:
         curve = CurveHook(preset.curve_interval,
                           **stall_rule(run, preset, rows),
