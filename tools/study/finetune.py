@@ -69,9 +69,10 @@ class ImageAreasIoUMetric(IoUMetric):
 
 
 def readout_config(run: Run, readout: str, encoder: str, work_dir: str,
-                   iters: int = None) -> Config:
+                   iters: int = None, options: Dict = None) -> Config:
     """The readout's config for one run: its encoder, its seed, a scratch
-    work_dir, quiet logs; ``iters`` rescales the schedule."""
+    work_dir, quiet logs; ``iters`` rescales the schedule, ``options``
+    (``--cfg-options`` style) changes the rest."""
     cfg = Config.fromfile(osp.join(CONFIGS, READOUTS[readout]))
     cfg.merge_from_dict({
         'work_dir': work_dir,
@@ -89,6 +90,7 @@ def readout_config(run: Run, readout: str, encoder: str, work_dir: str,
         warmup, poly = cfg.param_scheduler
         warmup.end = poly.begin = max(1, iters // 10)
         poly.end = iters
+    cfg.merge_from_dict(options or {})
     return cfg
 
 
@@ -101,15 +103,15 @@ def encoder_of(run: Run, run_dir: str) -> str:
     return path
 
 
-def finetune(run: Run, readout: str, run_dir: str, iters: int = None
-             ) -> Dict:
+def finetune(run: Run, readout: str, run_dir: str, iters: int = None,
+             options: Dict = None) -> Dict:
     """Train the readout from the run's encoder, test its best validation
     checkpoint; the row, and the test's per-image areas saved."""
     start = time.time()
     work_dir = osp.join(run_dir, readout)
     shutil.rmtree(work_dir, ignore_errors=True)  # a killed one starts again
     cfg = readout_config(run, readout, encoder_of(run, run_dir), work_dir,
-                         iters)
+                         iters, options)
     runner = Runner.from_cfg(cfg)
     runner.train()
     trained = time.time() - start
