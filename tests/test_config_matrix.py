@@ -58,8 +58,12 @@ def test_every_config_is_in_the_matrix():
         p
         for p in CONFIGS.rglob('*.py') if '_base_' not in p.parts
     }
-    assert shipped == set(PRETRAIN + CLASSIFY) | {SEG_CONFIG, DET_CONFIG}
-    assert len(PRETRAIN) == 16 and len(CLASSIFY) == 2
+    # the study's CamVid readouts, which tools/study/finetune.py launches:
+    # tests/test_camvid_readouts.py trains each
+    camvid = set(SEG_CONFIG.parent.glob('*_camvid-*.py'))
+    matrix = set(PRETRAIN + CLASSIFY) | {SEG_CONFIG, DET_CONFIG}
+    assert shipped == matrix | camvid
+    assert len(PRETRAIN) == 16 and len(CLASSIFY) == 2 and len(camvid) == 2
 
 
 # -- the shrinking, as --cfg-options -----------------------------------------
