@@ -19,6 +19,7 @@ import torch
 import torch._dynamo
 from mmengine.config import Config
 from mmengine.optim import build_optim_wrapper
+from mmengine.registry import init_default_scope
 from mmpretrain.models import MAEPretrainDecoder
 from mmpretrain.registry import MODELS
 from mmpretrain.structures import DataSample
@@ -116,6 +117,7 @@ def test_momentum_target_is_compiled_and_masks_stay_eager():
 
 
 def test_compile_modules_needs_a_module_to_compile():
+    init_default_scope('mmpretrain')
     decoder = MODELS.build(dict(type='MAEPretrainDecoder', num_patches=4,
                                 patch_size=2, embed_dim=8,
                                 decoder_embed_dim=8, decoder_depth=1,

@@ -14,6 +14,7 @@ import mmengine
 import torch
 from mim.utils import get_installed_path
 from mmengine.config import Config
+from mmengine.registry import init_default_scope
 from mmengine.runner import Runner
 from mmpretrain.registry import MODELS
 
@@ -55,6 +56,7 @@ def small_classifier(repo_root, data_root, path):
         str(repo_root / 'configs/benchmarks/mmpretrain' / CONFIG_NAME))
     cfg.merge_from_dict(overrides(data_root))
     torch.manual_seed(0)
+    init_default_scope('mmpretrain')
     model = MODELS.build(
         dict(cfg.model, data_preprocessor=cfg.data_preprocessor)).eval()
     torch.save({'state_dict': model.state_dict(), 'meta': {}}, path)

@@ -51,8 +51,8 @@ def split_dataset(data_root: str, split: str,
     # mmpretrain's transforms, whatever scope the caller runs in (a test or
     # tool that ran mmseg/mmdet before leaves theirs as the default).
     # serialize_data=False: mmengine's serialisation (which spares forked
-    # workers the copy of a huge list) took 0.21 of the 0.26 s each build
-    # of a 20,000-image split cost, and a kNN hook builds two per point.
+    # workers the copy of a huge list) was most of the cost of each build
+    # of a large split, and a kNN hook builds two per point.
     with DefaultScope.overwrite_default_scope('mmpretrain'):
         return CustomDataset(
             data_root=data_root, ann_file=f'meta/{split}.txt',

@@ -7,6 +7,7 @@ from typing import Optional
 import torch
 from mmengine.config import Config
 from mmengine.logging import MMLogger
+from mmengine.registry import DefaultScope
 from mmpretrain.registry import MODELS
 
 from ..checkpoints import (BACKBONE_PREFIX, VIT_KEYS, CheckpointError,
@@ -20,7 +21,9 @@ def build_model(cfg: Config, checkpoint: Optional[str] = None):
     an encoder-only one with ``VisionTransformer`` keys)."""
     model_cfg = cfg.model.copy()
     model_cfg.setdefault('data_preprocessor', cfg.get('data_preprocessor'))
-    model = MODELS.build(model_cfg)
+    # mmpretrain's registry, whatever scope the caller runs in
+    with DefaultScope.overwrite_default_scope('mmpretrain'):
+        model = MODELS.build(model_cfg)
     if checkpoint:
         load_weights(model, checkpoint)
     else:
