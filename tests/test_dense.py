@@ -10,6 +10,7 @@ import math
 import re
 import shutil
 from dataclasses import replace
+from types import SimpleNamespace
 
 import mmcv
 import numpy as np
@@ -22,6 +23,7 @@ from mmengine.runner import Runner
 
 from conftest import SMALL_CIFAR_CONFIG, TINY_IMAGENET_CONFIG
 from mrcl_plugin.checkpoints.converters import convert_file
+from mrcl_plugin.engine.hooks import DenseKNNHook
 from mrcl_plugin.evaluation import (SegFolderError, build_model, dense_eval,
                                     dense_knn, dense_linear, load_seg_folder,
                                     patch_features)
@@ -406,6 +408,20 @@ def test_hook_without_masks_stops_before_training(data_root, tmp_path):
                        'not exist'):
         runner.train()
     assert runner.iter == 0
+
+
+def test_hook_every_evaluates_a_fixed_subset(data_root, tiny_model):
+    """``every=n`` keeps every n-th image of the folder in name order, the
+    same images at every point; a bad value is refused when built."""
+    hook = DenseKNNHook(interval=10, data_root=str(data_root / COCO),
+                        splits=['validation'], blocks=(0, 1), every=3)
+    hook.prepare(SimpleNamespace(model=tiny_model))
+    full = load_seg_folder(str(data_root / COCO), 64, ['validation'])
+    assert hook.data.names == full.names[::3]
+    assert torch.equal(hook.data.masks, full.masks[::3])
+    for bad in (0, 1.5):
+        with pytest.raises(ValueError, match='every must be an int >= 1'):
+            DenseKNNHook(interval=10, data_root='x', every=bad)
 
 
 # -- tools/analysis_tools/dense_eval.py ---------------------------------------

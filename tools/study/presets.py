@@ -136,6 +136,7 @@ class Preset:
     dense_blocks: tuple = None  # None: the middle block and the last
     dense_temperatures: tuple = (0.02, 0.07)
     dense_bank_copies: int = 0  # memory-bank augmentation
+    dense_curve_every: int = 1  # curve points on every n-th image
     # Keep each run's final weights in its work_dir (iter_<iters>.pth, a
     # random init's init.pth), for readouts after the study (UperNet,
     # pictures, the instrument check).
@@ -147,7 +148,8 @@ class Preset:
         curve points) and, with the bank and bootstrap, dense_eval's."""
         return dict(splits=self.dense_splits, size=self.dense_size,
                     blocks=self.dense_blocks, folds=self.dense_folds,
-                    temperatures=self.dense_temperatures)
+                    temperatures=self.dense_temperatures,
+                    every=self.dense_curve_every)
 
     def mr_defaults(self, learner: str) -> Dict:
         """The parameters of MR-``learner`` at the preset's defaults: the
