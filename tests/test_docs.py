@@ -121,6 +121,20 @@ def test_tool_reads_a_config_without_the_pkg_resources_warning(
     assert WARNING not in out
 
 
+def test_study_tools_read_configs_without_the_pkg_resources_warning(
+        tmp_path):
+    """The study's tools share runner.py's filter: the instrument check
+    reads its preset's configs, then stops in one line (no kept weights)."""
+    proc = python('tools/study/instrument.py', '--preset',
+                  'micro-camvid-instrument', '--work-dir', tmp_path)
+    out = proc.stdout + proc.stderr
+    assert proc.returncode != 0
+    assert re.search(r'^error: no kept weights of init_s0', out, re.M), \
+        out[-2000:]
+    assert 'pkg_resources' in imported_modules(proc.stderr), out[-2000:]
+    assert WARNING not in out
+
+
 # The docs check ------------------------------------------------------------
 
 PAGES = {'README': ROOT / 'README.md',

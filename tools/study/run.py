@@ -12,16 +12,11 @@ the runs to go instead of running them.
 import argparse
 import os.path as osp
 import sys
-import warnings
 from dataclasses import replace
 
 sys.path.insert(0, osp.dirname(osp.abspath(__file__)))  # its siblings
 from presets import PRESETS  # noqa: E402
 from runner import StudyCSVError, read_rows, run_study  # noqa: E402
-
-# Config.fromfile imports pkg_resources (for `mmpretrain::`-style bases);
-# its deprecation notice is mmengine's, not this tool's, to show
-warnings.filterwarnings('ignore', 'pkg_resources is deprecated', UserWarning)
 
 
 def main():

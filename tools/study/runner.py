@@ -2,9 +2,11 @@
 run; runs already in the CSV are not trained again."""
 import json
 import math
+import os
 import os.path as osp
 import sys
 import time
+import warnings
 from typing import Dict, List, Optional
 
 import torch
@@ -12,7 +14,7 @@ from mmengine.config import Config
 from mmengine.runner import Runner
 
 from curves import CurveHook, format_curve
-from presets import Preset, Run
+from presets import PRESETS, Preset, Run
 
 sys.path.insert(0, osp.join(osp.dirname(osp.abspath(__file__)), '..',
                             'analysis_tools'))
@@ -22,6 +24,11 @@ from mrcl_plugin.checkpoints import atomic_path, latest_checkpoint
 from mrcl_plugin.evaluation import (balanced_subset, bank_and_query_features,
                                     dense_eval, knn_top1, load_seg_folder,
                                     split_dataset)
+
+# Config.fromfile imports pkg_resources (for `mmpretrain::`-style bases);
+# its deprecation notice is mmengine's, not the study tools', to show (each
+# of them imports this module)
+warnings.filterwarnings('ignore', 'pkg_resources is deprecated', UserWarning)
 
 LOSSES = ('loss_contrastive', 'loss_rec_masked', 'loss_rec_unmasked')
 COLUMNS = ('preset', 'name', 'learner', 'method', 'mask_ratio', 'alpha',
@@ -335,12 +342,52 @@ def _expected_s(run: Run, rows: List[Dict]) -> float:
     return sum(alike) / len(alike)
 
 
+def adopt_reused(preset: Preset, rows: List[Dict], csv_path: str,
+                 work_root: str, log=print) -> List[Dict]:
+    """``rows`` and, where ``preset.reuses`` names a preset that trained
+    some of this preset's runs with the same config (all but the
+    experiment name), their rows from its CSV beside ``csv_path``, their
+    work_dirs linked into ``work_root`` (weights and per-image areas)."""
+    if not preset.reuses:
+        return rows
+    other = PRESETS[preset.reuses]
+    theirs = read_rows(osp.join(osp.dirname(csv_path), f'{other.name}.csv'),
+                       other.name)
+    done = {r['name'] for r in rows}
+    mine = {r.name: r for r in planned_runs(preset, rows)}
+    adopted = []
+    for row in theirs:
+        run = mine.get(row['name'])
+        if run is None or run.name in done:
+            continue
+        a, b = (run_config(run, p, 'work_dir').to_dict() for p in
+                (preset, other))
+        a.pop('experiment_name'), b.pop('experiment_name')
+        if a != b:
+            raise StudyCSVError(
+                f'{preset.name} reuses {other.name}, but {run.name} is '
+                'configured differently there: train it again (drop '
+                '`reuses`)')
+        link = osp.join(work_root, run.name)
+        if not osp.lexists(link):
+            os.makedirs(work_root, exist_ok=True)
+            os.symlink(osp.join('..', other.name, run.name), link)
+        adopted.append({**row, 'preset': preset.name})
+    if adopted:
+        log(f'[study] {len(adopted)} runs trained by preset {other.name} '
+            f'with the same config: {", ".join(r["name"] for r in adopted)}')
+        rows = rows + adopted
+        write_rows(csv_path, rows)
+    return rows
+
+
 def run_study(preset: Preset, csv_path: str, work_root: str,
               max_runs: Optional[int] = None, log=print) -> List[Dict]:
     """Train every planned run of ``preset`` (:func:`planned_runs`) not yet
     in ``csv_path`` (at most ``max_runs`` of them), appending its row as it
     finishes. Returns all the rows."""
-    rows = read_rows(csv_path, preset.name)
+    rows = adopt_reused(preset, read_rows(csv_path, preset.name), csv_path,
+                        work_root, log)
 
     def todo() -> List[Run]:
         done = {row['name'] for row in rows}
