@@ -2,9 +2,11 @@
 plots, learning curves, the stall rule), and clear errors on a CSV it did
 not write."""
 import csv as csv_module
+import dataclasses
 import glob
 import json
 import os
+import shutil
 import subprocess
 import sys
 from statistics import mean
@@ -16,6 +18,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(ROOT, 'tools', 'study'))
 from compare import compare, compare_csv  # noqa: E402
 from curves import gap_verdict, parse_curve  # noqa: E402
+from dense_report import arm_name, picture_file  # noqa: E402
 from presets import PRESETS  # noqa: E402
 from report import write_report  # noqa: E402
 from runner import (COLUMNS, StudyCSVError, planned_runs, read_rows,  # noqa
@@ -344,22 +347,32 @@ def test_micro_dense_study_runs_and_reports(tmp_path, mrcl_data_env):
 RECON = 'reconstruction alone (r = 0.2, alpha = 1, lambda = 1)'
 
 
-def test_micro_instrument_check_chooses_a_design(tmp_path, mrcl_data_env,
-                                                  monkeypatch, capsys):
+@pytest.fixture(scope='module')
+def micro_instrument_runs(data_root, tmp_path_factory):
+    """The folder of the micro instrument preset's runs (the init and
+    SimCLR, 2 seeds, weights kept) and their CSV."""
+    work = tmp_path_factory.mktemp('camvid')
+    preset = PRESETS['micro-camvid-instrument']
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv('MRCL_DATA', str(data_root))
+        run_study(preset, str(work / f'{preset.name}.csv'),
+                  str(work / preset.name), log=lambda _: None)
+    return work
+
+
+def test_micro_instrument_check_chooses_a_design(
+        micro_instrument_runs, tmp_path, mrcl_data_env, monkeypatch, capsys):
     """The instrument check on the micro preset: X and the init at two
     seeds, each kept encoder evaluated in two designs (size x bank), one
     row per design, figure and learner, and a choice that follows the
     rule (the most learners resolved, then the largest resolution)."""
     import instrument
     preset = PRESETS['micro-camvid-instrument']
-    run_study(preset, str(tmp_path / 'runs.csv'), str(tmp_path / 'w' /
-                                                      preset.name),
-              log=lambda _: None)
     out = tmp_path / 'check.csv'
     monkeypatch.setattr(sys, 'argv', [
         'instrument.py', '--preset', preset.name, '--work-dir',
-        str(tmp_path / 'w'), '--sizes', '16', '--bank-copies', '0', '1',
-        '--out', str(out)])
+        str(micro_instrument_runs), '--sizes', '16', '--bank-copies', '0',
+        '1', '--out', str(out)])
     instrument.main()
     with open(out, newline='') as f:
         rows = list(csv_module.DictReader(f))
@@ -377,3 +390,75 @@ def test_micro_instrument_check_chooses_a_design(tmp_path, mrcl_data_env,
     printed = capsys.readouterr().out
     assert (f"Chosen: 16 px, {best['bank_copies']} bank copies, "
             f"{best['figure']} (resolution simclr") in printed
+    # a design left out (--skip) is neither evaluated nor a candidate;
+    # the kept ones come from the runs' caches
+    argv = sys.argv[:-2] + ['--skip', '16x1', '--out', str(out)]
+    monkeypatch.setattr(sys, 'argv', argv)
+    instrument.main()
+    with open(out, newline='') as f:
+        assert {r['bank_copies'] for r in csv_module.DictReader(f)} == {'0'}
+    monkeypatch.setattr(sys, 'argv', argv[:-4] + ['--skip', '16', '--out',
+                                                  str(out)])
+    with pytest.raises(SystemExit, match='--skip 16: expected SIZExBANK'):
+        instrument.main()
+
+
+def test_micro_camvid_reuses_the_instruments_runs(
+        micro_instrument_runs, tmp_path, mrcl_data_env, monkeypatch):
+    """The camvid study takes its init and X runs from the instrument
+    preset (rows and weights), trains only the rest, and refuses to reuse
+    a run whose config differs; one picture an arm."""
+    work = micro_instrument_runs
+    instrument, study = (PRESETS['micro-camvid-instrument'],
+                         PRESETS['micro-camvid'])
+    theirs = read_rows(str(work / f'{instrument.name}.csv'))
+    logged = []
+    rows = run_study(study, str(work / f'{study.name}.csv'),
+                     str(work / study.name), log=logged.append)
+    assert f'4 runs trained by preset {instrument.name}' in logged[0]
+    assert sorted(r['name'] for r in rows) == sorted(r.name for r in
+                                                     study.runs())
+    reused = {r['name']: r for r in rows if r['method'] != 'mrcl'}
+    for row in theirs:
+        assert reused[row['name']] == {**row, 'preset': study.name}
+        assert (work / study.name / row['name']).is_symlink()
+    trained = [r['name'] for r in rows if r['method'] == 'mrcl']
+    assert len(trained) == 2
+    for name in trained:
+        assert not (work / study.name / name).is_symlink()
+        assert (work / study.name / name / 'dense_areas.pt').is_file()
+    # one picture an arm (seed 0), each its own file: 2 test images, a row
+    # each of 4 tiles (image, truth, retrieval, PCA; UperNet where it ran)
+    import pictures
+    monkeypatch.setattr(sys, 'argv', [
+        'pictures.py', str(work / f'{study.name}.csv'), '--work-dir',
+        str(work), '--out', str(tmp_path / 'pics'), '--images', '2'])
+    pictures.main()
+    pngs = sorted(p.name for p in (tmp_path / 'pics').iterdir())
+    assert pngs == sorted({picture_file(arm_name(r, study)) for r in rows})
+    assert len(pngs) == 3
+    grid = mmcv.imread(str(tmp_path / 'pics' / pngs[0]))
+    assert grid.shape == (2 * 64, 4 * 64, 3)  # no UperNet: 4 tiles
+    assert len({mmcv.imread(str(tmp_path / 'pics' / p)).tobytes()
+                for p in pngs}) == 3  # the arms' pictures differ
+    # an instrument run configured otherwise is not taken
+    monkeypatch.setitem(PRESETS, instrument.name,
+                        dataclasses.replace(instrument, iters=3))
+    with pytest.raises(StudyCSVError, match='init_s0 is configured '
+                       'differently there'):
+        run_study(study, str(work / 'again.csv'), str(work / 'again'),
+                  log=lambda _: None)
+
+
+def test_docs_study_is_what_report_py_writes(tmp_path, monkeypatch):
+    """docs/study.md is report.py's output from the CSVs committed beside
+    it (its hand-written paragraphs between the sections aside): a table
+    edited by hand, or a CSV changed without the report, fails here."""
+    docs = os.path.join(ROOT, 'docs')
+    shutil.copytree(os.path.join(docs, 'study'), tmp_path / 'docs' / 'study')
+    shutil.copy(os.path.join(docs, 'study.md'), tmp_path / 'docs')
+    monkeypatch.chdir(tmp_path)
+    for preset in ('cifar10-cpu', 'cifar10-long', 'dense', 'camvid'):
+        write_report(f'docs/study/{preset}.csv', 'docs/study.md')
+    with open(os.path.join(docs, 'study.md')) as f:
+        assert (tmp_path / 'docs' / 'study.md').read_text() == f.read()

@@ -8,6 +8,7 @@ curves; pictures where tools/study/pictures.py ran."""
 import csv
 import json
 import os.path as osp
+import re
 from typing import Dict, List
 
 from curves import arm_curve, gap_verdict, plot_curves
@@ -34,6 +35,13 @@ def arm_name(row: Dict, preset: Preset) -> str:
     if all(row[k] == default[k] for k in ('mask_ratio', 'alpha', 'lambd')):
         return f'MR-{name}'
     return f'MR-{name} (alpha = {row["alpha"]:g}, lambda = {row["lambd"]:g})'
+
+
+def picture_file(name: str) -> str:
+    """The PNG of an arm's picture (tools/study/pictures.py):
+    'MR-SimCLR (alpha = 1, lambda = 1)' -> 'mr_simclr_alpha_1_lambda_1.png',
+    one file per arm."""
+    return re.sub(r'[^a-z0-9.]+', '_', name.lower()).strip('_') + '.png'
 
 
 def rec_share(row: Dict) -> float:
@@ -99,7 +107,7 @@ def dense_section(rows: List[Dict], preset: Preset, csv_path: str,
     return (_setup(rows, preset, csv_path, out_md) +
             _arm_table(rows, stats, columns, metrics) +
             _readouts(csv_path, by_arm, preset, stat) +
-            _comparisons(csv_path) +
+            _comparisons(csv_path, preset) +
             _curves(by_arm, stats, metrics, preset, fig_dir, rel) +
             _pictures(by_arm, preset, fig_dir, rel) +
             _every_run(rows, columns))
@@ -123,6 +131,7 @@ def _setup(rows, preset, csv_path, out_md) -> List[str]:
         'retrieval (k = 30) and a linear patch probe (0-based block '
         f'indices){f", bank x{preset.dense_bank_copies + 1}" if preset.dense_bank_copies else ""}; '
         'global kNN on the class token as in the sections above.', '',
+        *([f'**{preset.note}**', ''] if preset.note else []),
         f'Machine: {rows[0]["machine"]}. Wall time: {total / 60:.0f} min.',
         '', f'Re-run: `python tools/study/run.py --preset {preset.name}`, '
         f'`python tools/study/finetune.py --preset {preset.name}` '
@@ -174,8 +183,14 @@ def _readouts(csv_path, by_arm, preset, stat) -> List[str]:
     return lines + ['']
 
 
-def _comparisons(csv_path) -> List[str]:
+def _comparisons(csv_path, preset) -> List[str]:
     found = beside(csv_path, 'compare')
+    chosen = preset.dense_headline
+    others = 0
+    if chosen:  # the instrument's figure and the fine-tuned readouts
+        kept = [r for r in found if r['figure'] == chosen or
+                not r['figure'].startswith(('knn_', 'linear_b'))]
+        others, found = len(found) - len(kept), kept
     if not found:
         return ['### Verdicts', '', 'No verdicts: they need the paired '
                 'interval of each comparison, from the runs\' per-image '
@@ -187,6 +202,12 @@ def _comparisons(csv_path) -> List[str]:
              'every run of both arms) and its 95% seed interval (t, over '
              'the per-seed differences), n seeds; **above** or **below** '
              'only where both intervals exclude 0.', '',
+             *([f'The dense figure is the one the instrument check chose '
+                f'before any MR-X arm was trained ({label(chosen)}, '
+                '[dense](dense.md#the-instrument-on-camvid)); the '
+                f'{others} rows of the other dense figures are in '
+                f'`{osp.splitext(csv_path)[0]}-compare.csv`.', '']
+               if chosen else []),
              '| arm - reference | figure | difference | paired | seeds | '
              'verdict |', '|---|---|---|---|---|---|']
     for r in found:
@@ -234,14 +255,17 @@ def _pictures(by_arm, preset, fig_dir, rel) -> List[str]:
     folder = osp.join(fig_dir, f'{preset.name}_pictures')
     if not osp.isdir(folder):
         return []
+    retrieval = (f'retrieval prediction ({label(preset.dense_headline)})'
+                 if preset.dense_headline else 'retrieval prediction')
     lines = ['### Pictures', '',
              'Six CamVid test images, one picture an arm (its seed-0 run, '
              '`tools/study/pictures.py`): the image, the ground truth, the '
-             'retrieval prediction, the UperNet prediction, and the first '
-             'three principal components of the patch tokens as colours '
-             '(the centre square at the evaluation size).', '']
+             f'{retrieval}, the UperNet prediction where '
+             'tools/study/finetune.py ran, and the first three principal '
+             'components of the patch tokens as colours (the centre square '
+             'at the evaluation size).', '']
     for name in by_arm:
-        png = name.split(' (')[0].replace(' ', '_').lower() + '.png'
+        png = picture_file(name)
         if osp.isfile(osp.join(folder, png)):
             lines += [f'**{name}**', '',
                       f'![{name}]({rel}/{preset.name}_pictures/{png})', '']

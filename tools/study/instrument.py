@@ -4,7 +4,8 @@ the training seeds move it?
 
     python tools/study/run.py --preset camvid-instrument     # init and X, weights kept
     python tools/study/instrument.py --preset camvid-instrument \
-        --out docs/study/camvid-instrument.csv
+        --skip 128x2 --out docs/study/camvid-instrument-check.csv
+    python tools/study/run.py --preset camvid     # the MR arms; init and X reused
 
 Each encoder the preset kept (its random inits and X of each learner, all
 seeds) is evaluated on the preset's segmentation folder in every design:
@@ -138,17 +139,35 @@ def choose(rows: List[Dict]) -> Dict:
 
 
 def markdown(rows: List[Dict], choice: Dict) -> str:
-    lines = ['| size | bank copies | figure | learner | X | init | '
-             '|X - init| / pooled seed std | paired X - init (95%) | '
-             'one run ± |', '|---|---|---|---|---|---|---|---|---|']
+    """Resolution per figure (rows) and design (columns), then the chosen
+    design's figures per learner."""
+    learners = sorted({r['learner'] for r in rows})
+    designs = sorted({(r['size'], r['bank_copies']) for r in rows})
+    figures = list(dict.fromkeys(r['figure'] for r in rows))
+    cell = {(r['size'], r['bank_copies'], r['figure'], r['learner']):
+            r['resolution'] for r in rows}
+    lines = [f'|X - init| / pooled seed std ({" / ".join(learners)}); '
+             f'resolved: >= {RESOLVED:g} for every learner.', '',
+             '| figure | ' + ' | '.join(
+                 f'{size} px' + (f', bank x{bank + 1}' if bank else '')
+                 for size, bank in designs) + ' |',
+             '|---|' + '---|' * len(designs)]
+    for figure in figures:
+        lines.append(f'| {figure} | ' + ' | '.join(
+            ' / '.join(f'{cell[(*d, figure, x)]:.1f}' for x in learners)
+            if (*d, figure, learners[0]) in cell else '-'
+            for d in designs) + ' |')
+    lines += ['', '| learner | X | init | resolution | paired X - init '
+              '(95%) | one run ± |', '|---|---|---|---|---|---|']
     for r in rows:
-        lines.append(
-            f"| {r['size']} | {r['bank_copies']} | {r['figure']} | "
-            f"{r['learner']} | {r['x_mean']:.2f} ± {r['x_std']:.2f} | "
-            f"{r['init_mean']:.2f} ± {r['init_std']:.2f} | "
-            f"{r['resolution']:.1f} | {r['paired_diff']:+.2f} "
-            f"({r['paired_low']:+.2f}, {r['paired_high']:+.2f}) | "
-            f"{r['run_halfwidth']:.2f} |")
+        if (r['size'], r['bank_copies'], r['figure']) == (
+                choice['size'], choice['bank_copies'], choice['figure']):
+            lines.append(
+                f"| {r['learner']} | {r['x_mean']:.2f} ± {r['x_std']:.2f} "
+                f"| {r['init_mean']:.2f} ± {r['init_std']:.2f} | "
+                f"{r['resolution']:.1f} | {r['paired_diff']:+.2f} "
+                f"({r['paired_low']:+.2f}, {r['paired_high']:+.2f}) | "
+                f"{r['run_halfwidth']:.2f} |")
     lines += ['', f"Chosen: {choice['size']} px, {choice['bank_copies']} "
               f"bank copies, {choice['figure']} (resolution " +
               ', '.join(f'{k} {v:.1f}' for k, v in
@@ -166,7 +185,16 @@ def main() -> None:
     parser.add_argument('--sizes', type=int, nargs='+', default=SIZES)
     parser.add_argument('--bank-copies', type=int, nargs='+',
                         default=BANK_COPIES)
+    parser.add_argument('--skip', nargs='+', default=[], metavar='SIZExBANK',
+                        help='designs left out, e.g. 128x2 (say why in the '
+                        'docs: the choice is among the designs measured)')
     args = parser.parse_args()
+    skip = set(args.skip)
+    for design in skip:
+        size, _, bank = design.partition('x')
+        if not (size.isdigit() and bank.isdigit()):
+            raise SystemExit(f'error: --skip {design}: expected SIZExBANK, '
+                             'e.g. 128x2')
     preset = PRESETS[args.preset]
     work_root = osp.join(args.work_dir, preset.name)
     runs = [r for r in planned_runs(preset, [])
@@ -177,6 +205,8 @@ def main() -> None:
         data = load_seg_folder(dense_root(cfg, preset), size,
                                preset.dense_splits)
         for bank in args.bank_copies:
+            if f'{size}x{bank}' in skip:
+                continue
             found = {}
             for run in runs:
                 found[run.name] = evaluate_design(run, preset, work_root,

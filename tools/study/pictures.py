@@ -16,15 +16,16 @@ import argparse
 import glob
 import os
 import os.path as osp
+import re
 import sys
-from typing import Dict, List
+from typing import Dict, List, Tuple
 
 import mmcv
 import numpy as np
 import torch
 
 sys.path.insert(0, osp.dirname(osp.abspath(__file__)))  # its siblings
-from dense_report import arm_name  # noqa: E402
+from dense_report import arm_name, picture_file  # noqa: E402
 from instrument import weights  # noqa: E402
 from presets import PRESETS, Run  # noqa: E402
 from runner import dense_root, planned_runs, read_rows, run_config  # noqa
@@ -67,19 +68,31 @@ def pca_rgb(tokens: torch.Tensor) -> np.ndarray:
 def upernet_predictions(run_dir: str, paths: List[str], size: int,
                         classes: int) -> List[np.ndarray]:
     """The arm's fine-tuned UperNet on the images, at full resolution, then
-    cut as the dense evaluation cuts (centre square at ``size``)."""
+    cut as the dense evaluation cuts (centre square at ``size``); None
+    where finetune.py has not run for the arm."""
     from mmseg.apis import inference_model, init_model
     from mrcl_plugin.evaluation.seg_data import _square
     best = sorted(glob.glob(osp.join(run_dir, 'upernet', 'best_*.pth')))
     configs = glob.glob(osp.join(run_dir, 'upernet', '*.py'))
     if not best or not configs:
-        return [np.full((size, size), IGNORE) for _ in paths]
+        return None
     model = init_model(configs[0], best[-1], device='cpu')
     out = []
     for path in paths:
         pred = inference_model(model, path).pred_sem_seg.data[0].numpy()
         out.append(_square(pred.astype(np.uint8), size, 'nearest'))
     return out
+
+
+def retrieval_design(preset, layers: int) -> Tuple[int, float]:
+    """(block, temperature) of the pictures' retrieval: the preset's
+    chosen figure (``dense_headline``, e.g. 'knn_b5_t0.02'), else its last
+    block at its last temperature."""
+    if preset.dense_headline:
+        found = re.fullmatch(r'knn_b(\d+)_t([\d.]+)', preset.dense_headline)
+        return int(found[1]), float(found[2])
+    return ((preset.dense_blocks or default_blocks(layers))[-1],
+            preset.dense_temperatures[-1])
 
 
 @torch.no_grad()
@@ -89,9 +102,7 @@ def arm_picture(run: Run, preset, rows_data, test, test_paths: List[str],
     run_dir = osp.join(work_root, run.name)
     cfg = run_config(run, preset, run_dir)
     model = build_model(cfg, weights(run, run_dir))
-    block = (preset.dense_blocks or default_blocks(
-        len(model.backbone.layers)))[-1]
-    temperature = preset.dense_temperatures[-1]
+    block, temperature = retrieval_design(preset, len(model.backbone.layers))
     patch = model.backbone.patch_embed.projection.stride[0]
     bank = patch_features(model, rows_data.images, [block])[block]
     labels = patch_labels(rows_data.masks, patch, rows_data.num_classes)
@@ -110,7 +121,7 @@ def arm_picture(run: Run, preset, rows_data, test, test_paths: List[str],
     for i in range(len(test.images)):
         image = test.images[i].permute(1, 2, 0).numpy()[..., ::-1]  # RGB
         tiles = [image, colour(test.masks[i].numpy()), colour(retrieval[i]),
-                 colour(upernet[i]),
+                 *([colour(upernet[i])] if upernet else []),
                  mmcv.imresize(pca[i], (size, size), interpolation='nearest')]
         rows.append(np.concatenate(tiles, axis=1))
     return np.concatenate(rows, axis=0)
@@ -144,10 +155,7 @@ def main() -> None:
             continue
         grid = arm_picture(runs[row['name']], preset, bank, test,
                            test_paths, work_root)
-        path = osp.join(args.out, name.split(' (')[0].replace(' ', '_')
-                        .lower() + '.png')
-        if path in done.values():
-            path = path[:-4] + f'_{len(done)}.png'
+        path = osp.join(args.out, picture_file(name))
         mmcv.imwrite(grid[..., ::-1], path)
         done[name] = path
         print(f'[pictures] {name}: {path}', flush=True)
