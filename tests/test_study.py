@@ -21,8 +21,9 @@ from curves import gap_verdict, parse_curve  # noqa: E402
 from dense_report import arm_name, picture_file  # noqa: E402
 from presets import PRESETS  # noqa: E402
 from report import write_report  # noqa: E402
-from runner import (COLUMNS, StudyCSVError, planned_runs, read_rows,  # noqa
-                    run_config, run_study)
+from runner import (COLUMNS, StudyCSVError, load_areas,  # noqa: E402
+                    planned_runs, read_rows, run_config, run_study,
+                    save_areas)
 
 from mrcl_plugin.checkpoints import AtomicLocalBackend  # noqa: E402
 
@@ -441,6 +442,19 @@ def test_micro_camvid_reuses_the_instruments_runs(
     assert grid.shape == (2 * 64, 4 * 64, 3)  # no UperNet: 4 tiles
     assert len({mmcv.imread(str(tmp_path / 'pics' / p)).tobytes()
                 for p in pngs}) == 3  # the arms' pictures differ
+    # a readout fine-tuned at seed 0 only is compared at that seed alone
+    for name in ('simclr_baseline_s0', 'simclr_mrcl_r0.2_a0.01_l0.01_s0'):
+        run_dir = work / study.name / name
+        folds = load_areas(str(run_dir / 'dense_areas.pt'))['knn_b1_t0.02']
+        save_areas(str(run_dir / 'linear_areas.pt'),
+                   {'test': dict(areas=folds)})
+    found = compare(read_rows(str(work / f'{study.name}.csv')), study,
+                    str(work / study.name), bootstrap=20)
+    seeds = {(r['arm'], r['reference'], r['figure']): r['seeds']
+             for r in found}
+    assert seeds[('MR-SimCLR', 'SimCLR', 'linear/test')] == 1
+    assert seeds[('MR-SimCLR', 'SimCLR', 'knn_b1_t0.02')] == 2
+    assert ('SimCLR', 'random init', 'linear/test') not in seeds
     # an instrument run configured otherwise is not taken
     monkeypatch.setitem(PRESETS, instrument.name,
                         dataclasses.replace(instrument, iters=3))

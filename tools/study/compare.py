@@ -15,6 +15,7 @@ both arms have:
   (:func:`~mrcl_plugin.evaluation.paired_bootstrap`);
 - ``seeds``: the per-seed differences' mean and 95% t interval
   (:func:`~mrcl_plugin.evaluation.seed_interval`);
+- n: the seeds at which both arms have the figure;
 - the verdict: above / below only where both exclude 0.
 
 The rows go to ``<csv>-compare.csv`` beside the study's CSV, which
@@ -86,15 +87,21 @@ def compare(rows: List[Dict], preset: Preset, work_root: str,
                        {int(r['seed']) for r in arms[ref]})
         a = [next(r for r in arms[arm] if int(r['seed']) == s) for s in seeds]
         b = [next(r for r in arms[ref] if int(r['seed']) == s) for s in seeds]
-        figures = set.intersection(*(set(areas[r['name']]) for r in a + b))
+        figures = set.union(*(set(areas[r['name']]) for r in a + b))
         for figure in sorted(figures):
-            runs_a = [areas[r['name']][figure] for r in a]
-            runs_b = [areas[r['name']][figure] for r in b]
+            # the seeds at which both arms have the figure (a readout may
+            # have been fine-tuned at fewer seeds than the study ran)
+            both = [(areas[x['name']][figure], areas[y['name']][figure])
+                    for x, y in zip(a, b) if figure in areas[x['name']] and
+                    figure in areas[y['name']]]
+            if not both:
+                continue
+            runs_a, runs_b = map(list, zip(*both))
             paired = paired_bootstrap(runs_a, runs_b, bootstrap)
             per_seed = seed_interval([run_miou(x) - run_miou(y)
-                                      for x, y in zip(runs_a, runs_b)])
+                                      for x, y in both])
             out.append(dict(
-                arm=arm, reference=ref, figure=figure, seeds=len(seeds),
+                arm=arm, reference=ref, figure=figure, seeds=len(both),
                 images=paired['images'], diff=round(paired['diff'], 3),
                 paired_low=round(paired['low'], 3),
                 paired_high=round(paired['high'], 3),
