@@ -7,9 +7,10 @@
 # 64 px: configs/mrcl/*_vit-tiny-p8_*_tiny-imagenet.py) at 128 px crops of
 # images resized to 128 px high, narrow heads, batch 8, bf16 autocast, 1,000
 # iterations, the validation split every 250 for the checkpoint choice
-# (save_best) and the test split for the figure. docs/dense.md says how the
-# budget was chosen; tools/study/finetune.py runs it for every arm of the
-# dense study.
+# (save_best) and the test split for the figure. tools/study/finetune.py
+# runs it for every arm of the dense study (`--plan` times it first; the
+# budget at which the random init and SimCLR separate is still to be
+# picked: docs/study.md).
 #
 #   python tools/train.py configs/benchmarks/mmsegmentation/mrcl_vit-tiny-p8_upernet_1xb8-bf16-1k_camvid-128x128.py \
 #       --cfg-options model.backbone.init_cfg.checkpoint=ENCODER.pth
