@@ -18,7 +18,7 @@ import os
 import os.path as osp
 import re
 import sys
-from typing import Dict, List, Tuple
+from typing import List, Optional, Set, Tuple
 
 import mmcv
 import numpy as np
@@ -66,7 +66,7 @@ def pca_rgb(tokens: torch.Tensor) -> np.ndarray:
 
 
 def upernet_predictions(run_dir: str, paths: List[str], size: int,
-                        classes: int) -> List[np.ndarray]:
+                        classes: int) -> Optional[List[np.ndarray]]:
     """The arm's fine-tuned UperNet on the images, at full resolution, then
     cut as the dense evaluation cuts (centre square at ``size``); None
     where finetune.py has not run for the arm."""
@@ -148,7 +148,7 @@ def main() -> None:
     test = test.subset(index)
     test_paths = [osp.join(root, name) for name in test.names]
     os.makedirs(args.out, exist_ok=True)
-    done: Dict[str, str] = {}
+    done: Set[str] = set()  # arms pictured (each by its seed-0 run)
     for row in rows:
         name = arm_name(row, preset)
         if int(row['seed']) != 0 or name in done:
@@ -157,7 +157,7 @@ def main() -> None:
                            test_paths, work_root)
         path = osp.join(args.out, picture_file(name))
         mmcv.imwrite(grid[..., ::-1], path)
-        done[name] = path
+        done.add(name)
         print(f'[pictures] {name}: {path}', flush=True)
 
 
