@@ -171,7 +171,12 @@ def _readouts(csv_path, by_arm, preset, stat) -> List[str]:
              '(`tools/study/finetune.py`): UperNet with the whole encoder '
              'trained, and a linear head on the frozen encoder; the '
              'validation split picked the checkpoint. Mean ± seed std.', '',
-             '| arm | ' + ' | '.join(found) + ' |',
+             *[f'- {READOUT_NAMES[readout]}: {len(rows)} runs of '
+               f'{_iters(rows)} iterations, {_minutes(rows)} min on '
+               f'{rows[0]["machine"]}: `python tools/study/finetune.py '
+               f'--preset {preset.name} --readout {readout} --iters '
+               f'{_iters(rows)}`' for readout, rows in found.items()], '',
+             '| arm | ' + ' | '.join(READOUT_NAMES[r] for r in found) + ' |',
              '|---|' + '---|' * len(found)]
     for name in by_arm:
         cells = []
@@ -181,6 +186,17 @@ def _readouts(csv_path, by_arm, preset, stat) -> List[str]:
             cells.append(fmt(stat(values, 'm')) if values else 'missing')
         lines.append(f'| {name} | ' + ' | '.join(cells) + ' |')
     return lines + ['']
+
+
+READOUT_NAMES = dict(upernet='UperNet', linear='linear head (frozen)')
+
+
+def _iters(rows) -> str:
+    return '/'.join(sorted({r['iters'] for r in rows}, key=int))
+
+
+def _minutes(rows) -> int:
+    return round(sum(float(r['wall_s']) for r in rows) / 60)
 
 
 def _comparisons(csv_path, preset) -> List[str]:
