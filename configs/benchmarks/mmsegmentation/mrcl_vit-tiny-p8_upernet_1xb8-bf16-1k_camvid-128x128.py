@@ -9,7 +9,7 @@
 # iterations, the validation split every 250 for the checkpoint choice
 # (save_best) and the test split for the figure. tools/study/finetune.py
 # runs it for every arm of the dense study (`--plan` times it first). The
-# study ran it at `--iters 300` (about 7 min a run on a 2-core CPU:
+# study ran it at `--iters 300` (3.5-7 min a run on a 2-core CPU:
 # docs/study/camvid-upernet.csv), where SimCLR's encoder already beats the
 # random init at every seed: docs/study.md.
 #
