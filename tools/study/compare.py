@@ -29,7 +29,7 @@ import sys
 from typing import Dict, List, Tuple
 
 sys.path.insert(0, osp.dirname(osp.abspath(__file__)))  # its siblings
-from dense_report import arm_name  # noqa: E402
+from dense_report import READOUT_NAMES, arm_name  # noqa: E402
 from presets import PRESETS, Preset  # noqa: E402
 from runner import AREAS, load_areas, read_rows  # noqa: E402
 
@@ -38,7 +38,6 @@ from mrcl_plugin.evaluation import (paired_bootstrap, seed_interval,  # noqa
                                     verdict)
 from mrcl_plugin.evaluation.intervals import run_miou  # noqa: E402
 
-READOUTS = ('upernet', 'linear')  # tools/study/finetune.py's
 COLUMNS = ('arm', 'reference', 'figure', 'seeds', 'images', 'diff',
            'paired_low', 'paired_high', 'seed_low', 'seed_high', 'verdict')
 
@@ -65,7 +64,7 @@ def figures_of(run_dir: str) -> Dict[str, list]:
     and each readout's test (``upernet/test``, ``linear/test``)."""
     found = load_areas(osp.join(run_dir, AREAS)) if osp.isfile(
         osp.join(run_dir, AREAS)) else {}
-    for readout in READOUTS:
+    for readout in READOUT_NAMES:
         path = osp.join(run_dir, f'{readout}_areas.pt')
         if osp.isfile(path):
             found.update({f'{readout}/{k}': v

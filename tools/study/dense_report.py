@@ -16,6 +16,8 @@ from presets import Preset
 
 from mrcl_plugin.models import learner_name
 
+# tools/study/finetune.py's readouts, as the report names them
+READOUT_NAMES = dict(upernet='UperNet', linear='linear head (frozen)')
 ARM_COLORS = ('tab:red', 'tab:blue', 'tab:purple', 'tab:green', 'tab:orange',
               'tab:brown')
 
@@ -134,8 +136,8 @@ def _setup(rows, preset, csv_path, out_md) -> List[str]:
         *([f'**{preset.note}**', ''] if preset.note else []),
         f'Machine: {rows[0]["machine"]}. Wall time: {total / 60:.0f} min.',
         '', f'Re-run: `python tools/study/run.py --preset {preset.name}`, '
-        f'`python tools/study/finetune.py --preset {preset.name}` '
-        '(`--readout linear` too), `python tools/study/compare.py '
+        'the fine-tuned readouts\' commands where they are shown, '
+        '`python tools/study/compare.py '
         f'{csv_path}`, then `python tools/study/report.py {csv_path} '
         f'--out {out_md}`.', '',
         *([preset.rationale, ''] if preset.rationale else [])]
@@ -160,7 +162,7 @@ def _arm_table(rows, stats, columns, metrics) -> List[str]:
 def _readouts(csv_path, by_arm, preset, stat) -> List[str]:
     """Test mIoU of each fine-tuned readout per arm (mean ± seed std)."""
     found = {readout: beside(csv_path, readout)
-             for readout in ('upernet', 'linear')}
+             for readout in READOUT_NAMES}
     found = {k: v for k, v in found.items() if v}
     if not found:
         return []
@@ -186,9 +188,6 @@ def _readouts(csv_path, by_arm, preset, stat) -> List[str]:
             cells.append(fmt(stat(values, 'm')) if values else 'missing')
         lines.append(f'| {name} | ' + ' | '.join(cells) + ' |')
     return lines + ['']
-
-
-READOUT_NAMES = dict(upernet='UperNet', linear='linear head (frozen)')
 
 
 def _iters(rows) -> str:
